@@ -1,0 +1,118 @@
+"""PPO hyperparameters: one dataclass, a docstring per field, validated before any work starts."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+
+class ConfigError(ValueError):
+    """A user's configuration mistake. Its message is one line naming the key and what is allowed."""
+
+
+ACTIVATIONS = ("tanh", "relu", "elu", "gelu")
+POLICIES = ("mlp", "tabular")
+ROLLOUT_BACKENDS = ("numpy", "torch")
+
+
+@dataclass
+class PPOConfig:
+    """Hyperparameters of the actor-critic PPO agent (``conf/agent/ppo.yaml``; names as in the seeds)."""
+
+    learning_rate: float = 2.5e-4
+    """Adam step size. (The seeds' 1e-5 is for fine-tuning language models; control tasks use ~1e-4–1e-3.)"""
+    anneal_lr: bool = True
+    """Decay the learning rate linearly to zero over the run."""
+    num_steps: int = 128
+    """Steps collected per env per iteration; the batch is num_envs × num_steps transitions."""
+    num_minibatches: int = 4
+    """Minibatches per epoch; must divide the batch (num_envs × num_steps)."""
+    ppo_epochs: int = 4
+    """Passes over each batch (the seeds' ppo_epochs)."""
+    gamma: float = 0.99
+    """Discount factor, in (0, 1]."""
+    gae_lambda: float = 0.95
+    """GAE λ in [0, 1]: 0 = one-step TD error, 1 = Monte-Carlo return minus the baseline."""
+    clip_ratio: float = 0.2
+    """ε of the clipped surrogate: the ratio π/π_old is clipped to [1−ε, 1+ε]."""
+    vf_coef: float = 0.5
+    """Weight of the value loss in the total loss (the seeds' c₁)."""
+    entropy_coef: float = 0.01
+    """Weight of the entropy bonus, subtracted from the loss (the seeds' c₂)."""
+    norm_adv: bool = True
+    """Normalise advantages to zero mean and unit std within each minibatch."""
+    clip_value_loss: bool = False
+    """Use the seeds' clipped value loss (V_old ± clip_ratio) instead of plain MSE."""
+    max_grad_norm: float = 0.5
+    """Clip the global gradient norm to this value; 0 disables clipping."""
+    target_kl: Optional[float] = None
+    """Stop the epochs of an iteration early when a minibatch's approx_kl exceeds 1.5 × target_kl."""
+    kl_coef: float = 0.0
+    """β of the penalty β·KL(π_θ ‖ π_ref) to a frozen reference policy (0 = off)."""
+    kl_target: Optional[float] = None
+    """Adaptive β: after each iteration double β when KL > 1.5·kl_target, halve it when KL < kl_target/1.5."""
+    policy: str = "mlp"
+    """'mlp' (separate actor and critic MLPs) or 'tabular' (one logit per action, a scalar baseline)."""
+    hidden_sizes: List[int] = field(default_factory=lambda: [64, 64])
+    """Hidden layer widths of the actor and of the critic MLP."""
+    activation: str = "tanh"
+    """Hidden activation: tanh, relu, elu or gelu."""
+    init_log_std: float = 0.0
+    """Initial log σ of the Gaussian policy (Box actions)."""
+    rollout_backend: str = "numpy"
+    """Policy inference while collecting: 'numpy' (fast copy of the weights) or 'torch' (the module)."""
+
+    def batch_size(self, num_envs: int) -> int:
+        return num_envs * self.num_steps
+
+    def minibatch_size(self, num_envs: int) -> int:
+        return self.batch_size(num_envs) // self.num_minibatches
+
+    def validate(self, num_envs: int, prefix: str = "agent.") -> None:
+        """Raise ``ConfigError`` naming the first bad key and what is allowed."""
+
+        def bad(key: str, allowed: str) -> ConfigError:
+            return ConfigError(f"{prefix}{key}={getattr(self, key)!r} is invalid: {allowed}")
+
+        def finite(key: str) -> float:
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise bad(key, "must be a finite number")
+            return float(value)
+
+        if not finite("learning_rate") > 0:
+            raise bad("learning_rate", "must be > 0")
+        for key in ("num_steps", "num_minibatches", "ppo_epochs"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise bad(key, "must be an integer ≥ 1")
+        if not 0 < finite("gamma") <= 1:
+            raise bad("gamma", "must be in (0, 1]")
+        if not 0 <= finite("gae_lambda") <= 1:
+            raise bad("gae_lambda", "must be in [0, 1]")
+        if not finite("clip_ratio") > 0:
+            raise bad("clip_ratio", "must be > 0 (typically 0.1–0.3)")
+        for key in ("vf_coef", "entropy_coef", "max_grad_norm", "kl_coef"):
+            if not finite(key) >= 0:
+                raise bad(key, "must be ≥ 0")
+        for key in ("target_kl", "kl_target"):
+            if getattr(self, key) is not None and not finite(key) > 0:
+                raise bad(key, "must be > 0, or null to disable")
+        if self.kl_target is not None and self.kl_coef == 0:
+            raise bad("kl_target", "adaptive β needs a starting agent.kl_coef > 0")
+        if self.policy not in POLICIES:
+            raise bad("policy", f"must be one of {', '.join(POLICIES)}")
+        if self.activation not in ACTIVATIONS:
+            raise bad("activation", f"must be one of {', '.join(ACTIVATIONS)}")
+        if self.rollout_backend not in ROLLOUT_BACKENDS:
+            raise bad("rollout_backend", f"must be one of {', '.join(ROLLOUT_BACKENDS)}")
+        if not self.hidden_sizes or any(isinstance(h, bool) or not isinstance(h, int) or h < 1
+                                        for h in self.hidden_sizes):
+            raise bad("hidden_sizes", "must be a non-empty list of integers ≥ 1, e.g. [64, 64]")
+        finite("init_log_std")
+        batch = self.batch_size(num_envs)
+        if batch % self.num_minibatches:
+            divisors = [d for d in range(1, batch + 1) if batch % d == 0][:8]
+            raise bad("num_minibatches", f"must divide the batch num_envs×num_steps = {num_envs}×{self.num_steps}"
+                      f" = {batch}: use one of {', '.join(map(str, divisors))}, …")

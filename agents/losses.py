@@ -1,0 +1,164 @@
+"""The PPO loss terms of the seeds, each a small pure function of tensors.
+
+Names and defaults follow ``shared/seeds``: ``compute_ppo_loss`` (the clipped surrogate),
+``compute_value_loss``, ``compute_entropy`` and ``compute_ppo_total_loss``. The distribution helpers at the
+bottom (categorical and diagonal Gaussian) give the log-probabilities, entropies and KL divergences that the
+losses consume, so the same losses serve discrete and continuous actions.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+Tensor = torch.Tensor
+
+
+def probability_ratio(logprobs: Tensor, old_logprobs: Tensor) -> Tensor:
+    """r = π_new / π_old, computed in log space: exp(log π_new − log π_old)."""
+    return torch.exp(logprobs - old_logprobs)
+
+
+def compute_ppo_loss(
+    logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, clip_ratio: float = 0.2
+) -> Tensor:
+    """Clipped surrogate loss −mean(min(r·A, clip(r, 1−ε, 1+ε)·A)), to minimise.
+
+    ``clip_ratio`` is ε. Outside the trust band the min picks the clipped term only where that caps the gain
+    (r > 1+ε with A > 0, r < 1−ε with A < 0), and there the gradient with respect to the log-probs is zero;
+    moves in the harmful direction are never clipped (seed 002, exercise 1).
+    """
+    ratio = probability_ratio(logprobs, old_logprobs)
+    unclipped = ratio * advantages
+    clipped = torch.clamp(ratio, 1.0 - clip_ratio, 1.0 + clip_ratio) * advantages
+    return -torch.min(unclipped, clipped).mean()
+
+
+def compute_value_loss(
+    values: Tensor,
+    returns: Tensor,
+    old_values: Optional[Tensor] = None,
+    clip_value: bool = True,
+    clip_ratio: float = 0.2,
+) -> Tensor:
+    """Value loss: mean squared error, or (with ``old_values`` and ``clip_value``) the clipped variant.
+
+    Clipped: V_clip = V_old + clip(V − V_old, −ε, +ε); loss = mean(max((V − R)², (V_clip − R)²)). As in the
+    seed, ε is ``clip_ratio`` and the loss is the plain mean of squared errors (no factor ½).
+    """
+    if clip_value and old_values is not None:
+        value_clipped = old_values + torch.clamp(values - old_values, -clip_ratio, clip_ratio)
+        loss_unclipped = (values - returns) ** 2
+        loss_clipped = (value_clipped - returns) ** 2
+        return torch.max(loss_unclipped, loss_clipped).mean()
+    return F.mse_loss(values, returns)
+
+
+def categorical_entropy(logits: Tensor) -> Tensor:
+    """Per-sample entropy −Σ p log p of softmax(logits) over the last axis (log-softmax, so stable)."""
+    log_probs = F.log_softmax(logits, dim=-1)
+    return -(log_probs.exp() * log_probs).sum(dim=-1)
+
+
+def compute_entropy(logits: Tensor) -> Tensor:
+    """Mean categorical entropy of a batch of raw logits; at most log K for K actions (uniform policy)."""
+    return categorical_entropy(logits).mean()
+
+
+def clip_fraction(ratio: Tensor, clip_ratio: float) -> Tensor:
+    """Share of samples whose ratio left the trust band: mean(|r − 1| > ε)."""
+    return ((ratio - 1.0).abs() > clip_ratio).float().mean()
+
+
+def approx_kl(logprobs: Tensor, old_logprobs: Tensor) -> Tensor:
+    """Low-variance estimator of KL(π_old ‖ π_new): mean((r − 1) − log r), always ≥ 0."""
+    log_ratio = logprobs - old_logprobs
+    return ((log_ratio.exp() - 1.0) - log_ratio).mean()
+
+
+def compute_ppo_total_loss(
+    policy_logprobs: Tensor,
+    old_logprobs: Tensor,
+    advantages: Tensor,
+    values: Tensor,
+    returns: Tensor,
+    logits: Optional[Tensor] = None,
+    clip_ratio: float = 0.2,
+    vf_coef: float = 0.5,
+    entropy_coef: float = 0.01,
+    *,
+    entropy: Optional[Tensor] = None,
+    old_values: Optional[Tensor] = None,
+    clip_value: bool = False,
+    kl_ref: Optional[Tensor] = None,
+    kl_coef: float = 0.0,
+) -> dict[str, Tensor]:
+    """total = policy_loss + vf_coef·value_loss − entropy_coef·entropy (+ kl_coef·kl_ref).
+
+    The entropy comes from ``logits`` (categorical policies, as in the seed) or is passed as ``entropy``
+    (per-sample or mean, e.g. a Gaussian's). ``old_values`` with ``clip_value`` switches to the clipped value
+    loss. ``kl_ref`` is the mean KL(π_θ ‖ π_ref) to a frozen reference policy, the RLHF-style penalty of the
+    seeds, weighted by ``kl_coef`` (β).
+
+    Returns ``total_loss``, ``policy_loss``, ``value_loss``, ``entropy`` (with gradients) and the diagnostics
+    ``clip_fraction`` and ``approx_kl`` (without), plus ``kl_ref`` when given.
+    """
+    if entropy is None:
+        if logits is None:
+            raise ValueError("compute_ppo_total_loss needs logits or entropy")
+        entropy = compute_entropy(logits)
+    else:
+        entropy = entropy.mean()
+    policy_loss = compute_ppo_loss(policy_logprobs, old_logprobs, advantages, clip_ratio)
+    value_loss = compute_value_loss(values, returns, old_values, clip_value=clip_value, clip_ratio=clip_ratio)
+    total_loss = policy_loss + vf_coef * value_loss - entropy_coef * entropy
+    out = {"policy_loss": policy_loss, "value_loss": value_loss, "entropy": entropy}
+    if kl_ref is not None:
+        kl_ref = kl_ref.mean()
+        total_loss = total_loss + kl_coef * kl_ref
+        out["kl_ref"] = kl_ref
+    with torch.no_grad():
+        ratio = probability_ratio(policy_logprobs, old_logprobs)
+        out["clip_fraction"] = clip_fraction(ratio, clip_ratio)
+        out["approx_kl"] = approx_kl(policy_logprobs, old_logprobs)
+    out["total_loss"] = total_loss
+    return out
+
+
+# --- distributions -------------------------------------------------------------------------------------------
+
+def categorical_log_prob(logits: Tensor, actions: Tensor) -> Tensor:
+    """log π(a) of integer ``actions`` under softmax(``logits``)."""
+    log_probs = F.log_softmax(logits, dim=-1)
+    return log_probs.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+
+
+def categorical_kl(logits_p: Tensor, logits_q: Tensor) -> Tensor:
+    """Per-sample KL(p ‖ q) = Σ p (log p − log q) between two softmax policies."""
+    log_p = F.log_softmax(logits_p, dim=-1)
+    log_q = F.log_softmax(logits_q, dim=-1)
+    return (log_p.exp() * (log_p - log_q)).sum(dim=-1)
+
+
+_LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+def gaussian_log_prob(mean: Tensor, log_std: Tensor, actions: Tensor) -> Tensor:
+    """log N(a; μ, diag σ²), summed over the action dimensions (the last axis)."""
+    z = (actions - mean) * torch.exp(-log_std)
+    return (-0.5 * z * z - log_std - _LOG_SQRT_2PI).sum(dim=-1)
+
+
+def gaussian_entropy(log_std: Tensor) -> Tensor:
+    """Entropy of a diagonal Gaussian, Σ (½ + ½ log 2π + log σ), over the last axis."""
+    return (0.5 + _LOG_SQRT_2PI + log_std).sum(dim=-1)
+
+
+def gaussian_kl(mean_p: Tensor, log_std_p: Tensor, mean_q: Tensor, log_std_q: Tensor) -> Tensor:
+    """Per-sample KL(p ‖ q) of two diagonal Gaussians, summed over the last axis."""
+    var_ratio = torch.exp(2.0 * (log_std_p - log_std_q))
+    t = ((mean_p - mean_q) * torch.exp(-log_std_q)) ** 2
+    return 0.5 * (var_ratio + t - 1.0 - 2.0 * (log_std_p - log_std_q)).sum(dim=-1)

@@ -1,0 +1,195 @@
+"""Actor-critic policies: MLP (discrete or Gaussian actions) and the tabular softmax policy of the bandit.
+
+Every policy maps a batch of observations to distribution parameters (logits, or the Gaussian mean with a
+state-independent ``log_std``) and to values. ``evaluate`` gives what the PPO loss needs for a minibatch;
+``snapshot`` gives a NumPy copy used for fast inference while collecting rollouts (``agents/inference.py``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from agents import losses
+
+Tensor = torch.Tensor
+
+_ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU}
+
+
+class PolicyEval(NamedTuple):
+    """What the loss needs from a policy for a minibatch of (obs, action) pairs."""
+
+    logprobs: Tensor
+    entropy: Tensor
+    values: Tensor
+    params: Tensor
+    """Logits (discrete) or Gaussian means (continuous), for KL terms."""
+
+
+def log_prob(params: Tensor, actions: Tensor, log_std: Optional[Tensor]) -> Tensor:
+    if log_std is None:
+        return losses.categorical_log_prob(params, actions)
+    return losses.gaussian_log_prob(params, log_std, actions)
+
+
+def entropy(params: Tensor, log_std: Optional[Tensor]) -> Tensor:
+    if log_std is None:
+        return losses.categorical_entropy(params)
+    return losses.gaussian_entropy(log_std).expand(params.shape[0])
+
+
+def kl_divergence(params: Tensor, ref_params: Tensor, log_std: Optional[Tensor],
+                  ref_log_std: Optional[Tensor]) -> Tensor:
+    """Per-sample KL(π ‖ π_ref)."""
+    if log_std is None:
+        return losses.categorical_kl(params, ref_params)
+    return losses.gaussian_kl(params, log_std, ref_params, ref_log_std)
+
+
+def _layer_init(layer: nn.Linear, gain: float) -> nn.Linear:
+    nn.init.orthogonal_(layer.weight, gain)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+def mlp(in_dim: int, hidden_sizes: Sequence[int], out_dim: int, activation: str, out_gain: float) -> nn.Sequential:
+    """Orthogonal-init MLP as in the "37 implementation details of PPO": √2 for hidden layers."""
+    layers: list[nn.Module] = []
+    last = in_dim
+    for width in hidden_sizes:
+        layers += [_layer_init(nn.Linear(last, width), math.sqrt(2.0)), _ACTIVATIONS[activation]()]
+        last = width
+    layers.append(_layer_init(nn.Linear(last, out_dim), out_gain))
+    return nn.Sequential(*layers)
+
+
+class ActorCritic(nn.Module):
+    """Base of the policies: subclasses define ``dist_params`` and ``value``."""
+
+    log_std: Optional[nn.Parameter] = None
+
+    @property
+    def discrete(self) -> bool:
+        return self.log_std is None
+
+    def dist_params(self, obs: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def value(self, obs: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def evaluate(self, obs: Tensor, actions: Tensor) -> PolicyEval:
+        params = self.dist_params(obs)
+        return PolicyEval(
+            logprobs=log_prob(params, actions, self.log_std),
+            entropy=entropy(params, self.log_std),
+            values=self.value(obs),
+            params=params,
+        )
+
+
+class MLPActorCritic(ActorCritic):
+    """Separate actor and critic MLPs; categorical logits or a diagonal Gaussian with learned log σ."""
+
+    def __init__(self, obs_dim: int, action_dim: int, discrete: bool, hidden_sizes: Sequence[int] = (64, 64),
+                 activation: str = "tanh", init_log_std: float = 0.0):
+        super().__init__()
+        self.activation = activation
+        self.actor = mlp(obs_dim, hidden_sizes, action_dim, activation, out_gain=0.01)
+        self.critic = mlp(obs_dim, hidden_sizes, 1, activation, out_gain=1.0)
+        if not discrete:
+            self.log_std = nn.Parameter(torch.full((action_dim,), float(init_log_std)))
+
+    def dist_params(self, obs: Tensor) -> Tensor:
+        return self.actor(obs)
+
+    def value(self, obs: Tensor) -> Tensor:
+        return self.critic(obs).squeeze(-1)
+
+    def snapshot(self) -> "PolicySnapshot":
+        def layers(seq: nn.Sequential):
+            return [(m.weight.detach().numpy().T.copy(), m.bias.detach().numpy().copy())
+                    for m in seq if isinstance(m, nn.Linear)]
+
+        log_std = None if self.log_std is None else self.log_std.detach().numpy().copy()
+        return PolicySnapshot(layers(self.actor), layers(self.critic), self.activation, log_std, None, None)
+
+
+class TabularActorCritic(ActorCritic):
+    """The tabular softmax policy: one logit per action (zero at start = uniform π_old), one scalar baseline.
+
+    It ignores the observation, which is what a single-state problem like the softmax bandit has.
+    """
+
+    def __init__(self, n_actions: int):
+        super().__init__()
+        self.logits = nn.Parameter(torch.zeros(n_actions))
+        self.baseline = nn.Parameter(torch.zeros(()))
+
+    def dist_params(self, obs: Tensor) -> Tensor:
+        return self.logits.expand(obs.shape[0], -1)
+
+    def value(self, obs: Tensor) -> Tensor:
+        return self.baseline.expand(obs.shape[0])
+
+    def snapshot(self) -> "PolicySnapshot":
+        return PolicySnapshot([], [], "tanh", None, self.logits.detach().numpy().copy(),
+                              self.baseline.detach().numpy().copy())
+
+
+_NP_ACT = {
+    "tanh": np.tanh,
+    "relu": lambda x: np.maximum(x, 0.0, out=x),
+    "elu": lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0))),
+    "gelu": None,  # no exact erf in NumPy: the torch backend is used for gelu
+}
+
+
+class PolicySnapshot(NamedTuple):
+    """A frozen NumPy copy of a policy's weights: plain matmuls, ~10× cheaper than nn.Module for tiny nets."""
+
+    actor: list
+    critic: list
+    activation: str
+    log_std: Optional[np.ndarray]
+    table_logits: Optional[np.ndarray]
+    table_value: Optional[np.ndarray]
+
+    def _mlp(self, layers: list, x: np.ndarray) -> np.ndarray:
+        act = _NP_ACT[self.activation]
+        for i, (w, b) in enumerate(layers):
+            x = x @ w
+            x += b
+            if i < len(layers) - 1:
+                x = act(x)
+        return x
+
+    def dist_params(self, obs: np.ndarray) -> np.ndarray:
+        if self.table_logits is not None:
+            return np.broadcast_to(self.table_logits, (obs.shape[0], self.table_logits.shape[0]))
+        return self._mlp(self.actor, obs)
+
+    def value(self, obs: np.ndarray) -> np.ndarray:
+        if self.table_value is not None:
+            return np.broadcast_to(self.table_value, (obs.shape[0],))
+        return self._mlp(self.critic, obs)[:, 0]
+
+
+def numpy_supported(activation: str) -> bool:
+    return _NP_ACT.get(activation) is not None
+
+
+def build_policy(obs_dim: int, action_dim: int, discrete: bool, policy: str = "mlp",
+                 hidden_sizes: Sequence[int] = (64, 64), activation: str = "tanh",
+                 init_log_std: float = 0.0) -> ActorCritic:
+    """Build the policy named by ``policy`` ('mlp' or 'tabular') for the given space sizes."""
+    if policy == "tabular":
+        if not discrete:
+            raise ValueError("agent.policy='tabular' needs a Discrete action space")
+        return TabularActorCritic(action_dim)
+    return MLPActorCritic(obs_dim, action_dim, discrete, hidden_sizes, activation, init_log_std)

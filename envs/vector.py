@@ -1,0 +1,129 @@
+"""Build Gymnasium vector envs for the agent, checking that their spaces are ones it supports."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from gymnasium.vector import AutoresetMode
+
+import envs  # noqa: F401  (registers SoftmaxBandit-v0)
+from agents.config import ConfigError
+
+VECTORIZATION_MODES = ("auto", "vector_entry_point", "sync", "async")
+AUTORESET_MODES = ("auto", "next_step", "same_step")
+
+
+@dataclass
+class EnvConfig:
+    """Which Gymnasium env to train on and how to vectorise it (``conf/env/*.yaml``)."""
+
+    id: str = "CartPole-v1"
+    """Any registered Gymnasium id with a Box observation and Discrete or Box actions."""
+    num_envs: int = 4
+    """Parallel envs in the vector env."""
+    kwargs: Dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments for ``gym.make`` (e.g. the bandit's ``rewards`` and ``noise_std``)."""
+    vectorization_mode: str = "auto"
+    """auto (the env's native vector env when it has one and nothing else is asked, else sync),
+    vector_entry_point, sync or async."""
+    autoreset_mode: str = "auto"
+    """auto (the vector env's default), next_step or same_step (sync/async only)."""
+    max_episode_steps: Optional[int] = None
+    """Override the registered time limit (episodes longer than this are truncated)."""
+
+    def validate(self, prefix: str = "env.") -> None:
+        if not isinstance(self.id, str) or not self.id:
+            raise ConfigError(f"{prefix}id={self.id!r} is invalid: must be a registered Gymnasium id")
+        if isinstance(self.num_envs, bool) or not isinstance(self.num_envs, int) or self.num_envs < 1:
+            raise ConfigError(f"{prefix}num_envs={self.num_envs!r} is invalid: must be an integer ≥ 1")
+        if self.vectorization_mode not in VECTORIZATION_MODES:
+            raise ConfigError(f"{prefix}vectorization_mode={self.vectorization_mode!r} is invalid: must be one of "
+                              f"{', '.join(VECTORIZATION_MODES)}")
+        if self.autoreset_mode not in AUTORESET_MODES:
+            raise ConfigError(f"{prefix}autoreset_mode={self.autoreset_mode!r} is invalid: must be one of "
+                              f"{', '.join(AUTORESET_MODES)}")
+        if self.max_episode_steps is not None and (isinstance(self.max_episode_steps, bool)
+                                                   or self.max_episode_steps < 1):
+            raise ConfigError(f"{prefix}max_episode_steps={self.max_episode_steps!r} is invalid: "
+                              "must be an integer ≥ 1, or null for the registered limit")
+
+
+def _spec(env_id: str) -> gym.envs.registration.EnvSpec:
+    try:
+        return gym.spec(env_id)
+    except gym.error.Error as exc:
+        raise ConfigError(f"env.id={env_id!r} is invalid: not a registered Gymnasium id ({exc})") from None
+
+
+def check_spaces(observation_space: spaces.Space, action_space: spaces.Space, env_id: str) -> None:
+    """Refuse observation/action spaces the agent cannot handle, with a one-line reason."""
+    if not isinstance(observation_space, spaces.Box) or len(observation_space.shape) != 1:
+        raise ConfigError(f"env.id={env_id!r} is unsupported: observations must be a flat Box vector, "
+                          f"got {observation_space}")
+    if isinstance(action_space, spaces.Discrete):
+        return
+    if isinstance(action_space, spaces.Box) and len(action_space.shape) == 1:
+        return
+    raise ConfigError(f"env.id={env_id!r} is unsupported: actions must be Discrete or a flat Box, got {action_space}")
+
+
+def make_vec_env(cfg: EnvConfig, num_envs: Optional[int] = None) -> gym.vector.VectorEnv:
+    """Make the vector env of ``cfg`` (``num_envs`` overrides ``cfg.num_envs``), with episode statistics.
+
+    The native vector env (``vector_entry_point``, e.g. CartPole's, ~10× faster than sync here) is taken when
+    the env has one and no kwargs, autoreset mode or time limit ask for a wrapped single env. Box actions are
+    clipped to the space's bounds on the way in (the agent stores the unclipped sample for its log-prob).
+    """
+    cfg.validate()
+    n = cfg.num_envs if num_envs is None else num_envs
+    spec = _spec(cfg.id)
+    mode = cfg.vectorization_mode
+    if mode == "auto":
+        native = spec.vector_entry_point is not None and not cfg.kwargs and cfg.autoreset_mode != "same_step" \
+            and cfg.max_episode_steps is None
+        mode = "vector_entry_point" if native else "sync"
+    vector_kwargs: Dict[str, Any] = {}
+    if cfg.autoreset_mode != "auto":
+        if mode == "vector_entry_point":
+            raise ConfigError(f"env.autoreset_mode={cfg.autoreset_mode!r} is invalid with "
+                              "env.vectorization_mode=vector_entry_point: use auto, or vectorization_mode=sync")
+        vector_kwargs["autoreset_mode"] = AutoresetMode(
+            {"next_step": "NextStep", "same_step": "SameStep"}[cfg.autoreset_mode])
+    make_kwargs: Dict[str, Any] = dict(cfg.kwargs)
+    if cfg.max_episode_steps is not None:
+        make_kwargs["max_episode_steps"] = cfg.max_episode_steps
+    try:
+        envs_ = gym.make_vec(cfg.id, num_envs=n, vectorization_mode=mode, vector_kwargs=vector_kwargs or None,
+                             **make_kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError, gym.error.Error) as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"env.id={cfg.id!r} could not be made with env.kwargs={dict(cfg.kwargs)!r} and "
+                          f"vectorization_mode={mode!r}: {message}") from None
+    check_spaces(envs_.single_observation_space, envs_.single_action_space, cfg.id)
+    if isinstance(envs_.single_action_space, spaces.Box):
+        envs_ = gym.wrappers.vector.ClipAction(envs_)
+    return gym.wrappers.vector.RecordEpisodeStatistics(envs_)
+
+
+def autoreset_mode(envs_: gym.vector.VectorEnv) -> AutoresetMode:
+    """The vector env's autoreset mode (NEXT_STEP when the env does not say, as Gymnasium's default)."""
+    mode = envs_.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
+    if mode not in (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP):
+        raise ConfigError(f"env autoreset_mode={mode} is unsupported: use next_step or same_step")
+    return mode
+
+
+def space_dims(envs_: gym.vector.VectorEnv) -> tuple[int, int, bool]:
+    """(obs_dim, action_dim, discrete) of a vector env's single spaces."""
+    obs_dim = int(np.prod(envs_.single_observation_space.shape))
+    act = envs_.single_action_space
+    if isinstance(act, spaces.Discrete):
+        return obs_dim, int(act.n), True
+    return obs_dim, int(math.prod(act.shape)), False

@@ -69,9 +69,12 @@ def mlp(in_dim: int, hidden_sizes: Sequence[int], out_dim: int, activation: str,
 
 
 class ActorCritic(nn.Module):
-    """Base of the policies: subclasses define ``dist_params`` and ``value``."""
+    """Base of the policies: subclasses define ``dist_params`` and ``value``; ``log_std`` is the Gaussian
+    policy's state-independent log σ, None for categorical policies."""
 
-    log_std: Optional[nn.Parameter] = None
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_parameter("log_std", None)
 
     @property
     def discrete(self) -> bool:

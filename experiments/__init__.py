@@ -1,0 +1,1 @@
+"""Entry points: where Hydra configs meet the code in ``agents/`` and ``envs/``."""

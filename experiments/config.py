@@ -1,0 +1,75 @@
+"""The typed schema of ``conf/`` (Hydra structured configs), registered in Hydra's ConfigStore on import."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from hydra.core.config_store import ConfigStore
+
+from agents.config import ConfigError, PPOConfig
+from envs.vector import EnvConfig
+
+
+@dataclass
+class EvalConfig:
+    """Deterministic evaluation of the policy (``eval.*``)."""
+
+    episodes: int = 100
+    """Episodes of the final evaluation (0 = none). The run returns their mean (the sweeper's objective)."""
+    every: int = 0
+    """Also evaluate every this many iterations (0 = only at the end); logged as eval/mean_return."""
+    stop_return: Optional[float] = None
+    """Stop training once a periodic evaluation's mean return reaches this (e.g. 475 for CartPole-v1)."""
+
+    def validate(self) -> None:
+        for key in ("episodes", "every"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"eval.{key}={value!r} is invalid: must be an integer ≥ 0")
+
+
+@dataclass
+class TrainConfig:
+    """Everything one training run needs (``conf/config.yaml``)."""
+
+    env: EnvConfig = field(default_factory=EnvConfig)
+    agent: PPOConfig = field(default_factory=PPOConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    seed: int = 1
+    """Seeds torch, the agent's NumPy generator and the envs."""
+    total_timesteps: int = 100_000
+    """Env steps to train for (whole iterations of num_envs × num_steps)."""
+    checkpoint_every: int = 50
+    """Save the checkpoint every this many iterations (0 = only at the end); always on exit and on signals."""
+    resume: Optional[str] = None
+    """A checkpoint file or run folder to continue; the run keeps its saved config."""
+    ref_checkpoint: Optional[str] = None
+    """Reference policy π_ref for the KL penalty (agent.kl_coef > 0); default: the initial policy."""
+    progress: Optional[bool] = None
+    """tqdm progress bar: null = only when stderr is a terminal."""
+    torch_threads: int = 1
+    """torch intra-op threads; 1 is fastest for small networks."""
+
+    def validate(self) -> None:
+        self.env.validate()
+        self.eval.validate()
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"seed={self.seed!r} is invalid: must be an integer ≥ 0")
+        if isinstance(self.torch_threads, bool) or self.torch_threads < 1:
+            raise ConfigError(f"torch_threads={self.torch_threads!r} is invalid: must be an integer ≥ 1")
+        if isinstance(self.checkpoint_every, bool) or self.checkpoint_every < 0:
+            raise ConfigError(f"checkpoint_every={self.checkpoint_every!r} is invalid: must be an integer ≥ 0")
+        self.agent.validate(self.env.num_envs)
+        batch = self.agent.batch_size(self.env.num_envs)
+        if isinstance(self.total_timesteps, bool) or self.total_timesteps < batch:
+            raise ConfigError(f"total_timesteps={self.total_timesteps!r} is invalid: must be ≥ one batch, "
+                              f"env.num_envs×agent.num_steps = {batch}")
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainConfig)
+
+
+register_configs()

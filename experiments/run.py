@@ -1,0 +1,178 @@
+"""One training run from a composed config: the glue between Hydra and ``agents``/``envs``."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Iterator, Optional, Sequence
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from agents import NumericalError, Trainer
+from agents.checkpoint import CHECKPOINT_NAME, load_checkpoint, resolve_checkpoint
+from agents.config import ConfigError
+from agents.logger import TensorBoardLogger
+from envs.vector import make_vec_env
+from experiments.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+# Overrides a resumed run accepts; anything else would make it a different run.
+RESUME_OVERRIDES = ("resume", "total_timesteps", "progress", "checkpoint_every", "torch_threads")
+SIGNAL_EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn a user's mistake into one line on stderr and a non-zero exit, without a traceback."""
+    try:
+        yield
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except NumericalError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(3)
+
+
+def to_train_config(cfg: DictConfig | dict) -> TrainConfig:
+    """The typed, validated config of a run (raises ``ConfigError``)."""
+    schema = OmegaConf.structured(TrainConfig)
+    try:
+        merged = OmegaConf.merge(schema, cfg)
+        train_cfg: TrainConfig = OmegaConf.to_object(merged)
+    except Exception as exc:  # noqa: BLE001 - OmegaConf's validation errors: wrong type, missing value
+        raise ConfigError(str(exc).strip().splitlines()[0]) from None
+    train_cfg.validate()
+    return train_cfg
+
+
+def hparams_of(cfg: TrainConfig) -> dict:
+    """Flat scalar hyperparameters for TensorBoard's HParams dashboard."""
+    out: dict = {"env.id": cfg.env.id, "env.num_envs": cfg.env.num_envs, "seed": cfg.seed,
+                 "total_timesteps": cfg.total_timesteps}
+    for key, value in vars(cfg.agent).items():
+        if value is None:
+            value = "none"
+        out[f"agent.{key}"] = value if isinstance(value, (int, float, str, bool)) else str(value)
+    return out
+
+
+class StopFlag:
+    """SIGINT/SIGTERM → finish the current iteration, checkpoint, flush, exit with 128 + signal number.
+    A second signal interrupts at once."""
+
+    def __init__(self) -> None:
+        self.signum: Optional[int] = None
+        self._previous: dict = {}
+
+    def __enter__(self) -> "StopFlag":
+        for sig in SIGNAL_EXIT_CODES:
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread (some launchers): no graceful stop there
+                pass
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.signum = signum
+        signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def __call__(self) -> bool:
+        return self.signum is not None
+
+
+def _check_resume_overrides(overrides: Sequence[str]) -> None:
+    for item in overrides:
+        key = item.lstrip("+~").split("=", 1)[0]
+        if key not in RESUME_OVERRIDES:
+            raise ConfigError(f"{key} cannot be overridden when resuming (a resumed run keeps its saved config): "
+                              f"allowed overrides are {', '.join(RESUME_OVERRIDES)}")
+
+
+def _check_compatible(state: dict, cfg: TrainConfig, key: str) -> None:
+    run = state.get("run", {})
+    saved_env = run.get("config", {}).get("env", {}).get("id")
+    if saved_env is not None and saved_env != cfg.env.id:
+        raise ConfigError(f"{key}: the checkpoint was trained on env.id={saved_env!r}, not {cfg.env.id!r}")
+
+
+def run_training(cfg: DictConfig, output_dir: str | Path, overrides: Sequence[str] = ()) -> float:
+    """Train one run into ``output_dir``; returns the final evaluation's mean return (NaN if none)."""
+    train_cfg = to_train_config(cfg)
+    run_dir = Path(output_dir)
+    state = None
+    if train_cfg.resume is not None:
+        ckpt = resolve_checkpoint(train_cfg.resume, key="resume")
+        _check_resume_overrides([o for o in overrides if not o.startswith("hydra")])
+        state = load_checkpoint(ckpt, key="resume")
+        saved = OmegaConf.create(state["run"]["config"])
+        for name in RESUME_OVERRIDES[1:]:
+            saved[name] = cfg[name]
+        saved.resume = train_cfg.resume
+        cfg = saved
+        train_cfg = to_train_config(saved)
+        run_dir = ckpt.parent
+    torch.set_num_threads(train_cfg.torch_threads)
+
+    envs = make_vec_env(train_cfg.env)
+    env_cfg = train_cfg.env
+    ref_state = None
+    if train_cfg.ref_checkpoint is not None and state is None:
+        ref_state = load_checkpoint(train_cfg.ref_checkpoint, key="ref_checkpoint")
+        _check_compatible(ref_state, train_cfg, "ref_checkpoint")
+    trainer = Trainer(
+        train_cfg.agent, envs, train_cfg.total_timesteps, train_cfg.seed,
+        make_eval_envs=lambda n: make_vec_env(env_cfg, n),
+        checkpoint_path=run_dir / CHECKPOINT_NAME, checkpoint_every=train_cfg.checkpoint_every,
+        eval_every=train_cfg.eval.every, eval_episodes=train_cfg.eval.episodes,
+        stop_return=train_cfg.eval.stop_return, progress=train_cfg.progress,
+        run_info={"config": OmegaConf.to_container(cfg, resolve=True)},
+    )
+    try:
+        if state is not None:
+            _check_compatible(state, train_cfg, "resume")
+            trainer.load_state_dict(state)
+        if ref_state is not None:
+            trainer.agent.set_reference(ref_state["agent"]["policy"])
+    except (RuntimeError, KeyError, ValueError) as exc:
+        key = "resume" if state is not None else "ref_checkpoint"
+        raise ConfigError(f"{key}: the checkpoint does not fit this env/network "
+                          f"({str(exc).strip().splitlines()[0][:160]})") from None
+
+    tb_dir = run_dir / "tb"
+    logger = TensorBoardLogger(tb_dir, purge_step=trainer.global_step if state is not None else None)
+    trainer.logger = logger
+    if state is None:
+        logger.text("config", "```yaml\n" + OmegaConf.to_yaml(cfg, resolve=True) + "\n```")
+    log.info("run dir: %s", run_dir)
+    log.info("TensorBoard logs: %s  (view: tensorboard --logdir %s)", tb_dir, tb_dir)
+    try:
+        with StopFlag() as stop:
+            result = trainer.run(should_stop=stop)
+    finally:
+        envs.close()
+    if result.interrupted:
+        logger.close()
+        code = SIGNAL_EXIT_CODES.get(stop.signum, 1)
+        log.info("interrupted at step %d: checkpoint %s (continue with resume=%s)",
+                 result.global_step, result.checkpoint, run_dir)
+        sys.exit(code)
+    final = result.eval.mean if result.eval is not None else float("nan")
+    recent = sum(result.episodic_returns) / len(result.episodic_returns) if result.episodic_returns else float("nan")
+    logger.hparams(hparams_of(train_cfg), {"hparams/final_eval_return": final,
+                                           "hparams/final_train_return": recent})
+    logger.close()
+    log.info("checkpoint: %s", result.checkpoint)
+    if result.eval is not None:
+        log.info("eval: mean_return=%.2f std=%.2f episodes=%d steps=%d", final, result.eval.std,
+                 len(result.eval.returns), result.global_step)
+    return final

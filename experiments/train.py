@@ -1,0 +1,30 @@
+"""Train PPO: ``python -m experiments.train [overrides]`` (console script ``ppo-train``).
+
+Examples::
+
+    python -m experiments.train                                   # CartPole-v1, tuned defaults
+    python -m experiments.train env=bandit agent.clip_ratio=0.1 seed=3
+    python -m experiments.train env=gym env.id=Acrobot-v1 total_timesteps=200000
+    python -m experiments.train -m agent.clip_ratio=0.1,0.2,0.3 agent.entropy_coef=0.0,0.01 seed=0,1,2
+"""
+
+from __future__ import annotations
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from experiments import config as _config  # noqa: F401  (registers the schema)
+from experiments.run import run_training, user_errors
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> float:
+    """Compose → validate → train → return the final evaluation's mean return (a sweeper's objective)."""
+    hc = HydraConfig.get()
+    with user_errors():
+        return run_training(cfg, hc.runtime.output_dir, overrides=list(hc.overrides.task))
+
+
+if __name__ == "__main__":
+    main()

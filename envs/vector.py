@@ -22,8 +22,8 @@ AUTORESET_MODES = ("auto", "next_step", "same_step")
 class EnvConfig:
     """Which Gymnasium env to train on and how to vectorise it (``conf/env/*.yaml``)."""
 
-    id: str = "CartPole-v1"
-    """Any registered Gymnasium id with a Box observation and Discrete or Box actions."""
+    id: str = "???"
+    """Any registered Gymnasium id with a Box observation and Discrete or Box actions (mandatory)."""
     num_envs: int = 4
     """Parallel envs in the vector env."""
     kwargs: Dict[str, Any] = field(default_factory=dict)
@@ -37,8 +37,8 @@ class EnvConfig:
     """Override the registered time limit (episodes longer than this are truncated)."""
 
     def validate(self, prefix: str = "env.") -> None:
-        if not isinstance(self.id, str) or not self.id:
-            raise ConfigError(f"{prefix}id={self.id!r} is invalid: must be a registered Gymnasium id")
+        if not isinstance(self.id, str) or not self.id or self.id == "???":
+            raise ConfigError(f"{prefix}id is missing: give a registered Gymnasium id, e.g. {prefix}id=Acrobot-v1")
         if isinstance(self.num_envs, bool) or not isinstance(self.num_envs, int) or self.num_envs < 1:
             raise ConfigError(f"{prefix}num_envs={self.num_envs!r} is invalid: must be an integer ≥ 1")
         if self.vectorization_mode not in VECTORIZATION_MODES:

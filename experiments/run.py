@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -39,14 +40,58 @@ def user_errors() -> Iterator[None]:
         sys.exit(3)
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def hydra_one_line_errors(hydra_main) -> None:
+    """Run a ``@hydra.main`` function so that Hydra's own refusals (unknown key, wrong type, bad override
+    syntax, missing config) print as one ``error:`` line with exit code 2 instead of Hydra's multi-line report.
+
+    Hydra raises instead of reporting when HYDRA_FULL_ERROR is set; a user who set it gets the full trace.
+    """
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        hydra_main()
+        return
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        hydra_main()
+    except (HydraException, OmegaConfBaseException) as exc:
+        message = _first_line(exc)
+        options = str(exc).split("Available options", 1)
+        if len(options) == 2:  # a missing config group option: list the choices on the same line
+            listing = options[1].split("Config search path", 1)[0]
+            choices = [line.strip() for line in listing.splitlines()[1:] if line.strip()]
+            message += f" (available: {', '.join(choices)})"
+        cause = exc.__cause__ if isinstance(exc.__cause__, OmegaConfBaseException) else None
+        if cause is None and isinstance(exc, OmegaConfBaseException):
+            cause = exc
+        if cause is not None:
+            key = getattr(cause, "full_key", None)
+            detail = _first_line(cause)
+            message = f"{key}: {detail}" if key else detail
+            if "not in" in detail or "not in struct" in detail:
+                message += " (unknown key: check the spelling; new keys need a leading '+')"
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
+    finally:
+        os.environ.pop("HYDRA_FULL_ERROR", None)
+
+
 def to_train_config(cfg: DictConfig | dict) -> TrainConfig:
     """The typed, validated config of a run (raises ``ConfigError``)."""
     schema = OmegaConf.structured(TrainConfig)
+    if OmegaConf.is_config(cfg) and OmegaConf.is_missing(cfg.env, "id"):
+        raise ConfigError("env.id is missing: give a registered Gymnasium id, e.g. env=gym env.id=Acrobot-v1")
     try:
         merged = OmegaConf.merge(schema, cfg)
         train_cfg: TrainConfig = OmegaConf.to_object(merged)
     except Exception as exc:  # noqa: BLE001 - OmegaConf's validation errors: wrong type, missing value
-        raise ConfigError(str(exc).strip().splitlines()[0]) from None
+        raise ConfigError(_first_line(exc)) from None
     train_cfg.validate()
     return train_cfg
 

@@ -15,15 +15,19 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from experiments import config as _config  # noqa: F401  (registers the schema)
-from experiments.run import run_training, user_errors
+from experiments.run import hydra_one_line_errors, run_training, user_errors
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def main(cfg: DictConfig) -> float:
+def hydra_main(cfg: DictConfig) -> float:
     """Compose → validate → train → return the final evaluation's mean return (a sweeper's objective)."""
     hc = HydraConfig.get()
     with user_errors():
         return run_training(cfg, hc.runtime.output_dir, overrides=list(hc.overrides.task))
+
+
+def main() -> None:
+    hydra_one_line_errors(hydra_main)
 
 
 if __name__ == "__main__":

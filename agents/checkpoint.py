@@ -43,7 +43,7 @@ def save_checkpoint(state: dict[str, Any], path: Union[str, Path]) -> Path:
 
 def resolve_checkpoint(path: Union[str, Path], key: str = "checkpoint") -> Path:
     """A checkpoint file, or a run folder holding one (``<run>/checkpoint.pt``)."""
-    p = Path(path).expanduser()
+    p = Path(path)
     if p.is_dir():
         p = p / CHECKPOINT_NAME
     if not p.is_file():

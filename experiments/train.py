@@ -14,11 +14,12 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from conf import CONF_DIR
 from experiments import config as _config  # noqa: F401  (registers the schema)
 from experiments.run import hydra_one_line_errors, run_training, user_errors
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def hydra_main(cfg: DictConfig) -> float:
     """Compose → validate → train → return the final evaluation's mean return (a sweeper's objective)."""
     hc = HydraConfig.get()

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from agents import losses
+from agents.config import ConfigError
 
 Tensor = torch.Tensor
 
@@ -193,6 +194,7 @@ def build_policy(obs_dim: int, action_dim: int, discrete: bool, policy: str = "m
     """Build the policy named by ``policy`` ('mlp' or 'tabular') for the given space sizes."""
     if policy == "tabular":
         if not discrete:
-            raise ValueError("agent.policy='tabular' needs a Discrete action space")
+            raise ConfigError("agent.policy='tabular' is invalid for this env: it needs a Discrete action space "
+                              "(use agent.policy=mlp)")
         return TabularActorCritic(action_dim)
     return MLPActorCritic(obs_dim, action_dim, discrete, hidden_sizes, activation, init_log_std)

@@ -123,6 +123,8 @@ class Trainer:
     def save(self) -> Optional[Path]:
         if self.checkpoint_path is None:
             return None
+        if self.logger is not None:  # events up to the checkpoint are on disk before it is: no gap on resume
+            self.logger.flush()
         return save_checkpoint(self.state_dict(), self.checkpoint_path)
 
     # --- loop --------------------------------------------------------------------------------------------------

@@ -88,7 +88,8 @@ def to_train_config(cfg: DictConfig | dict) -> TrainConfig:
     if OmegaConf.is_config(cfg) and OmegaConf.is_missing(cfg.env, "id"):
         raise ConfigError("env.id is missing: give a registered Gymnasium id, e.g. env=gym env.id=Acrobot-v1")
     try:
-        merged = OmegaConf.merge(schema, cfg)
+        # Plain values: a composed config's '+new.key' is open for adding and would slip through the schema.
+        merged = OmegaConf.merge(schema, OmegaConf.to_container(cfg) if OmegaConf.is_config(cfg) else cfg)
         train_cfg: TrainConfig = OmegaConf.to_object(merged)
     except Exception as exc:  # noqa: BLE001 - OmegaConf's validation errors: wrong type, missing value
         raise ConfigError(_first_line(exc)) from None
@@ -160,8 +161,10 @@ def run_training(cfg: DictConfig, output_dir: str | Path, overrides: Sequence[st
         _check_resume_overrides([o for o in overrides if not o.startswith("hydra")])
         state = load_checkpoint(ckpt, key="resume")
         saved = OmegaConf.create(state["run"]["config"])
-        for name in RESUME_OVERRIDES[1:]:
-            saved[name] = cfg[name]
+        for item in overrides:  # only what the user gave on this command line replaces the saved values
+            name = item.lstrip("+~").split("=", 1)[0]
+            if name in RESUME_OVERRIDES[1:]:
+                saved[name] = cfg[name]
         saved.resume = train_cfg.resume
         cfg = saved
         train_cfg = to_train_config(saved)
@@ -194,7 +197,8 @@ def run_training(cfg: DictConfig, output_dir: str | Path, overrides: Sequence[st
                           f"({str(exc).strip().splitlines()[0][:160]})") from None
 
     tb_dir = run_dir / "tb"
-    logger = TensorBoardLogger(tb_dir, purge_step=trainer.global_step if state is not None else None)
+    # On resume, TensorBoard drops events an interrupted run wrote after its checkpoint (steps > global_step).
+    logger = TensorBoardLogger(tb_dir, purge_step=trainer.global_step + 1 if state is not None else None)
     trainer.logger = logger
     if state is None:
         logger.text("config", "```yaml\n" + OmegaConf.to_yaml(cfg, resolve=True) + "\n```")
@@ -213,8 +217,8 @@ def run_training(cfg: DictConfig, output_dir: str | Path, overrides: Sequence[st
         sys.exit(code)
     final = result.eval.mean if result.eval is not None else float("nan")
     recent = sum(result.episodic_returns) / len(result.episodic_returns) if result.episodic_returns else float("nan")
-    logger.hparams(hparams_of(train_cfg), {"hparams/final_eval_return": final,
-                                           "hparams/final_train_return": recent})
+    finals = {"hparams/final_eval_return": final, "hparams/final_train_return": recent}
+    logger.hparams(hparams_of(train_cfg), {k: v for k, v in finals.items() if v == v})  # NaN: not measured
     logger.close()
     log.info("checkpoint: %s", result.checkpoint)
     if result.eval is not None:

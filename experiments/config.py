@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
 
 from agents.config import ConfigError, PPOConfig
 from envs.vector import EnvConfig
@@ -67,9 +68,34 @@ class TrainConfig:
                               f"env.num_envs×agent.num_steps = {batch}")
 
 
+@dataclass
+class EvaluateConfig:
+    """Evaluate a saved policy (``conf/evaluate.yaml``, ``python -m experiments.evaluate checkpoint=PATH``)."""
+
+    checkpoint: str = MISSING
+    """A checkpoint file, or the run folder that holds ``checkpoint.pt`` (mandatory)."""
+    episodes: int = 100
+    """Episodes to run; the mean and std of their returns are printed."""
+    deterministic: bool = True
+    """Take the policy's mode (argmax / Gaussian mean); false samples actions."""
+    seed: int = 0
+    """Seeds the evaluation envs (env i gets seed + i) and, when sampling, the action generator."""
+    video: bool = False
+    """Also record one episode as a video (needs the env's rgb_array rendering; ``pip install .[video]``)."""
+    video_dir: Optional[str] = None
+    """Where the video goes; null = ``videos/`` next to the checkpoint."""
+
+    def validate(self) -> None:
+        if isinstance(self.episodes, bool) or not isinstance(self.episodes, int) or self.episodes < 1:
+            raise ConfigError(f"episodes={self.episodes!r} is invalid: must be an integer ≥ 1")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"seed={self.seed!r} is invalid: must be an integer ≥ 0")
+
+
 def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
+    cs.store(name="evaluate_schema", node=EvaluateConfig)
 
 
 register_configs()

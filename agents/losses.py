@@ -74,9 +74,12 @@ def clip_fraction(ratio: Tensor, clip_ratio: float) -> Tensor:
 
 
 def approx_kl(logprobs: Tensor, old_logprobs: Tensor) -> Tensor:
-    """Low-variance estimator of KL(π_old ‖ π_new): mean((r − 1) − log r), always ≥ 0."""
+    """Low-variance estimator of KL(π_old ‖ π_new): mean((r − 1) − log r), ≥ 0.
+
+    r − 1 is computed as expm1(log r), so a ratio within rounding of 1 gives ~(log r)²/2, not a tiny negative.
+    """
     log_ratio = logprobs - old_logprobs
-    return ((log_ratio.exp() - 1.0) - log_ratio).mean()
+    return (torch.expm1(log_ratio) - log_ratio).mean()
 
 
 def compute_ppo_total_loss(

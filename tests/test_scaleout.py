@@ -4,7 +4,7 @@ Each engine is an extra (``pip install -e ".[ray]"``, ``".[slurm]"``, ``".[optun
 ``slow`` plus the engine's marker, so ``pytest -m ray`` (etc.) runs one engine in the environment that has it.
 Without the extra a test skips, unless PPO_REQUIRE_EXTRAS=1 (CI sets it), where a missing engine fails.
 
-Ray clusters here run on 127.0.0.1 inside a network namespace of their own (``unshare --net``: only loopback
+Ray and SLURM clusters here run on 127.0.0.1 inside a network namespace of their own (``unshare --net``: only loopback
 exists there, since Ray 2.60 binds some servers to all interfaces whatever the node IP), with their own temp dir
 and an environment tag; the tests check where the cluster's processes listened, and that none is left afterwards.
 """
@@ -399,6 +399,152 @@ def test_slurm_example_config_composes(tmp_path):
     assert launcher["_target_"] == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
     assert launcher["partition"] == "debug"
     assert launcher["timeout_min"] > 0 and launcher["cpus_per_task"] >= 1 and launcher["mem_gb"] > 0
+
+
+SLURM_BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "sinfo", "sacct")
+SLURM_CONF = """\
+ClusterName=ppotest
+SlurmctldHost=localhost(127.0.0.1)
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+CredType=cred/munge
+AuthInfo=socket={root}/munge/munge.socket
+StateSaveLocation={root}/state
+SlurmdSpoolDir={root}/spool
+SlurmctldPidFile={root}/slurmctld.pid
+SlurmdPidFile={root}/slurmd.pid
+SlurmctldLogFile={root}/log/slurmctld.log
+SlurmdLogFile={root}/log/slurmd.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+JobCompType=jobcomp/none
+SchedulerType=sched/builtin
+SelectType=select/cons_tres
+SelectTypeParameters=CR_CPU_Memory
+ReturnToService=2
+MpiDefault=none
+NodeName=localhost NodeAddr=127.0.0.1 CPUs=2 RealMemory=8000 State=UNKNOWN
+PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
+"""
+
+
+def need_slurm() -> None:
+    need("hydra_plugins.hydra_submitit_launcher", "slurm")
+    import shutil
+
+    missing = [b for b in SLURM_BINARIES if shutil.which(b) is None]
+    if missing or os.geteuid() != 0:
+        message = ("a private SLURM cluster needs root and Debian's slurmctld slurmd slurm-client munge"
+                   + (f" (missing: {', '.join(missing)})" if missing else " (not root)"))
+        if os.environ.get("PPO_REQUIRE_EXTRAS") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    need_private_network()
+
+
+@pytest.fixture
+def slurm_cluster():
+    """A one-node SLURM cluster (munged, slurmctld, slurmd, all in the foreground) in a network namespace of its
+    own; the daemons are stopped at the end and none of their processes may be left.
+
+    The namespace's loopback also carries 127.0.0.2: SLURM resolves addresses with AI_ADDRCONFIG, which finds no
+    IPv4 address where 127.0.0.1 is the only one."""
+    need_slurm()
+    import shutil
+
+    root = Path(tempfile.mkdtemp(prefix="ppo-slurm-", dir="/tmp"))
+    tag = root.name
+    for sub in ("munge", "state", "spool", "log"):
+        (root / sub).mkdir()
+    (root / "munge").chmod(0o700)
+    key = root / "munge" / "munge.key"
+    key.write_bytes(os.urandom(1024))
+    key.chmod(0o600)
+    conf = root / "slurm.conf"
+    conf.write_text(SLURM_CONF.format(root=root))
+    env = clean_env(tag)
+    env["SLURM_CONF"] = str(conf)
+    holder = subprocess.Popen(["unshare", "--net", "--", "sh", "-c",
+                               "ip link set lo up && ip addr add 127.0.0.2/32 dev lo && exec sleep 3600"], env=env)
+    daemons: list[subprocess.Popen] = []
+    try:
+        enter = ["nsenter", f"--net=/proc/{holder.pid}/ns/net", "--"]
+        deadline = time.monotonic() + 30
+        while "127.0.0.2" not in subprocess.run([*enter, "ip", "-o", "addr", "show", "lo"], capture_output=True,
+                                                text=True).stdout:
+            assert holder.poll() is None and time.monotonic() < deadline, "the network namespace did not come up"
+            time.sleep(0.2)
+        out = open(root / "log" / "daemons.out", "w")
+        munge = root / "munge"
+        daemons.append(subprocess.Popen(
+            [*enter, "munged", "-F", "-f", f"--socket={munge}/munge.socket", f"--key-file={key}",
+             f"--pid-file={munge}/munged.pid", f"--seed-file={munge}/seed", f"--log-file={root}/log/munged.log"],
+            env=env, stdout=out, stderr=subprocess.STDOUT))
+        while not (munge / "munge.socket").exists():
+            assert daemons[0].poll() is None and time.monotonic() < deadline, (root / "log/munged.log").read_text()
+            time.sleep(0.2)
+        daemons.append(subprocess.Popen([*enter, "slurmctld", "-D", "-i"], env=env, stdout=out,
+                                        stderr=subprocess.STDOUT))
+        daemons.append(subprocess.Popen([*enter, "slurmd", "-D", "-N", "localhost"], env=env, stdout=out,
+                                        stderr=subprocess.STDOUT))
+        deadline = time.monotonic() + 90
+        while True:
+            state = subprocess.run([*enter, "sinfo", "-h", "-o", "%T"], env=env, capture_output=True, text=True)
+            if state.stdout.strip() == "idle":
+                break
+            assert all(d.poll() is None for d in daemons), (root / "log" / "daemons.out").read_text()[-3000:]
+            assert time.monotonic() < deadline, f"SLURM not idle after 90 s: {state.stdout} {state.stderr}"
+            time.sleep(0.5)
+        yield {"enter": enter, "env": env, "root": root, "tag": tag}
+    finally:
+        for daemon in reversed(daemons):
+            daemon.terminate()
+            try:
+                daemon.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+                daemon.wait()
+        holder.kill()
+        holder.wait()
+        try:
+            assert_no_leftovers(tag)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+@pytest.mark.timeout(600)
+def test_slurm_example_on_a_private_slurm_cluster(slurm_cluster, tmp_path):
+    """``hydra/launcher=slurm_example`` as shipped (only the partition overridden): submitit submits a job array
+    with the example's sbatch settings, SLURM runs both jobs, and they write their TensorBoard files and
+    checkpoints."""
+    root = tmp_path / "multirun"
+    with NetworkWatch(slurm_cluster["tag"]) as watch:
+        train(["hydra/launcher=slurm_example", "hydra.launcher.partition=debug", *TINY, "seed=0,1",
+               f"hydra.sweep.dir={root}"], cwd=tmp_path, env=slurm_cluster["env"], prefix=slurm_cluster["enter"])
+        watch.sample()
+    jobs = job_dirs(root)
+    assert [seed_of(j) for j in jobs] == [0, 1]
+    for job in jobs:
+        check_job(job, seed_of(job))
+    (script,) = root.glob(".submitit/*/*_submission.sh")
+    sbatch = script.read_text()
+    for line in ("--array=0-1", "--partition=debug", "--time=60", "--mem=4GB", "--cpus-per-task=2", "--nodes=1"):
+        assert f"#SBATCH {line}" in sbatch, sbatch
+    array_id = script.name.split("_")[0]
+    for job in jobs:  # each job ran as a task of that SLURM array, under submitit
+        hydra_cfg = yaml.safe_load((job / ".hydra" / "hydra.yaml").read_text())["hydra"]
+        task = f"{array_id}_{hydra_cfg['job']['num']}"
+        assert hydra_cfg["job"]["id"] == task
+        log = (root / ".submitit" / task / f"{task}_0_log.out").read_text()
+        assert f"JobEnvironment(job_id={task}" in log and f"run dir: {job}" in log
+    ctld_log = (slurm_cluster["root"] / "log" / "slurmctld.log").read_text()
+    assert ctld_log.count("WEXITSTATUS 0") == 2, ctld_log[-3000:]
+    watch.assert_private()
 
 
 # ---------------------------------------------------------------------------------------------------- Optuna

@@ -4,9 +4,10 @@ Each engine is an extra (``pip install -e ".[ray]"``, ``".[slurm]"``, ``".[optun
 ``slow`` plus the engine's marker, so ``pytest -m ray`` (etc.) runs one engine in the environment that has it.
 Without the extra a test skips, unless PPO_REQUIRE_EXTRAS=1 (CI sets it), where a missing engine fails.
 
-Ray and SLURM clusters here run on 127.0.0.1 inside a network namespace of their own (``unshare --net``: only loopback
-exists there, since Ray 2.60 binds some servers to all interfaces whatever the node IP), with their own temp dir
-and an environment tag; the tests check where the cluster's processes listened, and that none is left afterwards.
+Ray and SLURM clusters here run on 127.0.0.1 inside a network namespace of their own (``unshare --net``: only
+loopback exists there, since Ray 2.60 and SLURM bind some servers to all interfaces whatever the node IP), with
+their own temp dir and an environment tag; the tests check where the cluster's processes listened, and that none
+is left afterwards.
 """
 
 from __future__ import annotations

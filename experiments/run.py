@@ -22,6 +22,9 @@ from experiments.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
+# Hydra plugins that live in an extra: a config that needs one names the extra when the plugin is missing.
+ENGINE_EXTRAS = {"hydra/launcher/ray": "ray", "hydra/launcher/submitit": "slurm", "hydra/sweeper/optuna": "optuna"}
+
 # Overrides a resumed run accepts; anything else would make it a different run.
 RESUME_OVERRIDES = ("resume", "total_timesteps", "progress", "checkpoint_every", "torch_threads")
 SIGNAL_EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -76,6 +79,10 @@ def hydra_one_line_errors(hydra_main) -> None:
             message = f"{key}: {detail}" if key else detail
             if "not in" in detail or "not in struct" in detail:
                 message += " (unknown key: check the spelling; new keys need a leading '+')"
+        for plugin, extra in ENGINE_EXTRAS.items():
+            if f"'{plugin}" in message:
+                message += f' (needs the {extra} extra: pip install -e ".[{extra}]")'
+                break
         print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
     finally:

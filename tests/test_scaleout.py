@@ -242,6 +242,29 @@ def worker_logs(temp_dir: Path) -> str:
     return "".join(p.read_text(errors="replace") for p in temp_dir.glob("session_*/logs/worker-*.out"))
 
 
+# ---------------------------------------------------------------------------------------------------- no engine
+
+
+@pytest.mark.parametrize("override, module, extra", [
+    ("search=clip_entropy_optuna", "hydra_plugins.hydra_optuna_sweeper", "optuna"),
+    ("hydra/launcher=ray_local", "hydra_plugins.hydra_ray_launcher", "ray"),
+    ("hydra/launcher=ray_cluster", "hydra_plugins.hydra_ray_launcher", "ray"),
+    ("hydra/launcher=submitit_local", "hydra_plugins.hydra_submitit_launcher", "slurm"),
+    ("hydra/launcher=slurm_example", "hydra_plugins.hydra_submitit_launcher", "slurm"),
+])
+def test_a_missing_engine_names_its_extra(override, module, extra, tmp_path):
+    """Without the plugin, choosing its config is refused in one line that says which extra to install."""
+    if importlib.util.find_spec(module) is not None:
+        pytest.skip(f"{module} is installed in this environment")
+    proc = subprocess.run([sys.executable, "-m", "experiments.train", "-m", override, "env=bandit"], cwd=tmp_path,
+                          env=clean_env(), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert f'pip install -e ".[{extra}]"' in lines[0]
+    assert not list(tmp_path.rglob("*.pt"))
+
+
 # ---------------------------------------------------------------------------------------------------- Ray
 
 

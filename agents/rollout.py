@@ -64,8 +64,11 @@ def select_actions(params: np.ndarray, log_std: Optional[np.ndarray], rng: np.ra
         logp_all = _log_softmax(params)
         if deterministic:
             actions = logp_all.argmax(axis=-1)
-        else:  # Gumbel-max: argmax(log p + G) is a sample of the categorical distribution
-            actions = (logp_all - np.log(-np.log(rng.random(params.shape, dtype=np.float32)))).argmax(axis=-1)
+        else:  # Gumbel-max: argmax(log p + G) is a sample of the categorical distribution. A float32 uniform is
+            # exactly 0 once in 2**24 draws (a few times per long run): the smallest positive float stands in
+            # for it, so G stays finite and no log(0) warning is printed.
+            u = np.maximum(rng.random(params.shape, dtype=np.float32), np.finfo(np.float32).tiny)
+            actions = (logp_all - np.log(-np.log(u))).argmax(axis=-1)
         return actions, np.take_along_axis(logp_all, actions[:, None], axis=-1)[:, 0]
     if deterministic:
         actions = params.astype(np.float32, copy=True)

@@ -79,6 +79,7 @@ class FlatAdam:
                 self._slices.append(sl)
                 offset = sl.stop
         self._grads = [p.grad for p in self.params]
+        self._data_ptrs = [p.data_ptr() for p in self.params]
         self.param_groups = [{"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": 0, "amsgrad": False,
                               "maximize": False, "foreach": True, "capturable": False, "differentiable": False,
                               "fused": None, "decoupled_weight_decay": False}]
@@ -103,6 +104,9 @@ class FlatAdam:
 
     @torch.no_grad()
     def step(self) -> None:
+        if [p.data_ptr() for p in self.params] != self._data_ptrs:
+            raise RuntimeError("FlatAdam: a parameter's .data no longer lives in the flat buffer (e.g. after "
+                               "module.to(...)): build the optimizer again after such a change")
         self._sync_grads()
         group = self.param_groups[0]
         beta1, beta2 = group["betas"]

@@ -108,6 +108,14 @@ def test_gradients_replaced_by_module_zero_grad_are_still_used():
                for p, sl in zip(flat_opt.params, flat_opt._slices))
 
 
+def test_a_parameter_moved_out_of_the_flat_buffer_is_refused():
+    """Training would silently stop changing such a parameter: the step says so instead."""
+    _, _, flat, flat_opt = pair()
+    flat.to(torch.float64)  # module.to/.double()/... give each parameter new .data
+    with pytest.raises(RuntimeError, match="flat buffer"):
+        flat_opt.step()
+
+
 def test_ppo_update_matches_torch_adam_on_the_same_batch():
     """The whole PPO update with FlatAdam equals the update written with torch.optim.Adam + clip_grad_norm_."""
     n = 256

@@ -16,7 +16,8 @@ def test_joblib_launcher_runs_the_jobs_of_a_multirun(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "Joblib.Parallel(n_jobs=2" in proc.stdout
     runs = sorted(p.name for p in tmp_path.iterdir() if (p / ".hydra").is_dir())
-    assert runs == [f"agent.clip_ratio={c},seed={s}" for c in ("0.1", "0.3") for s in (0, 1)]
+    assert runs == [f"agent.clip_ratio={c},env=bandit,eval.episodes=4,seed={s},total_timesteps=256"
+                    for c in ("0.1", "0.3") for s in (0, 1)]
     for name in runs:
         state = load_checkpoint(tmp_path / name / "checkpoint.pt")
         assert state["global_step"] == 256

@@ -24,6 +24,9 @@ def save_checkpoint(state: dict[str, Any], path: Union[str, Path]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; a checkpoint gets the permissions of any other file
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save({"format": FORMAT_VERSION, **state}, f)

@@ -8,8 +8,9 @@ Only plain data is kept (numbers, NumPy arrays as tensors, RNG states as dicts),
   autoreset flags) and ``np_random`` generators;
 - the sub-envs of a ``SyncVectorEnv``.
 
-Envs whose state lives outside Python attributes (MuJoCo's simulator, async workers) are restored only as far
-as these attributes go; ``restore`` then reports ``exact=False`` through ``capture``'s ``complete`` flag.
+An ``AsyncVectorEnv`` keeps its envs in worker processes: its state is marked incomplete and ``restore``
+refuses it. Envs whose state lives outside Python attributes (MuJoCo's simulator) are restored only as far as
+these attributes go — that cannot be detected here, and the README says so.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from gymnasium.vector import AsyncVectorEnv
 
 _SKIP = {"metadata", "spec", "render_mode", "closed", "screen", "clock", "surf", "screens"}
 
@@ -72,16 +74,24 @@ def _chain(env: Any) -> list:
     return out
 
 
+class IncompleteEnvState(ValueError):
+    """The saved env state cannot restore the env exactly (its envs lived in worker processes)."""
+
+
 def capture(vec_env: Any) -> dict:
     chain = _chain(vec_env)
-    state = {"layers": [_capture_object(layer) for layer in chain], "sub_envs": []}
     base = chain[-1]
+    state = {"layers": [_capture_object(layer) for layer in chain], "sub_envs": [],
+             "complete": not isinstance(base, AsyncVectorEnv)}
     for sub in getattr(base, "envs", []) or []:
         state["sub_envs"].append([_capture_object(layer) for layer in _chain(sub)])
     return state
 
 
 def restore(vec_env: Any, state: dict) -> None:
+    if not state.get("complete", True):
+        raise IncompleteEnvState("the run used an async vector env, whose workers' env state is not saved, so it "
+                                 "cannot continue exactly: train with env.vectorization_mode=sync or auto")
     chain = _chain(vec_env)
     if len(chain) != len(state["layers"]):
         raise ValueError("the checkpoint's env was wrapped differently from this one")

@@ -102,8 +102,16 @@ def compose_train_config(overrides: Sequence[str] = ()):
     from experiments import config as _schema  # noqa: F401  (registers the schema)
     from experiments.run import to_train_config
 
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=list(overrides))
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from agents.config import ConfigError
+
+    try:
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            cfg = compose("config", overrides=list(overrides))
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise ConfigError(f"--override {' '.join(overrides)}: {str(exc).strip().splitlines()[0]}") from None
     return to_train_config(cfg)
 
 
@@ -712,6 +720,7 @@ def run_benchmark(argv: Optional[Sequence[str]] = None) -> dict:
     import gymnasium as gym
 
     from agents.config import ConfigError
+    from envs.vector import make_vec_env
 
     args = parse_args(argv)
     modes = MODES if args.mode == "all" else (args.mode,)
@@ -721,6 +730,13 @@ def run_benchmark(argv: Optional[Sequence[str]] = None) -> dict:
         threshold = gym.spec(args.env).reward_threshold
         target = args.solve_return if args.solve_return is not None else float(threshold or "nan")
         tc = compose_train_config(our_overrides)
+        make_vec_env(tc.env, 1).close()  # refuses unsupported spaces before any measurement
+        batch = tc.agent.batch_size(tc.env.num_envs)
+        if args.steps is not None and args.steps < batch:
+            raise ConfigError(f"--steps={args.steps} is invalid: must be ≥ one batch of the config, "
+                              f"env.num_envs×agent.num_steps = {batch}")
+        if args.json is not None and args.json.exists() and args.json.is_dir():
+            raise ConfigError(f"--json={str(args.json)!r} is invalid: it is a folder, give a file path")
     except (ConfigError, gym.error.Error) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
@@ -754,8 +770,12 @@ def run_benchmark(argv: Optional[Sequence[str]] = None) -> dict:
     results["targets"] = targets(results)
     print(format_report(results))
     path = args.json or Path("outputs") / "benchmark" / f"{time.strftime('%Y-%m-%d_%H-%M-%S')}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_jsonable(results), indent=2))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(_jsonable(results), indent=2))
+    except OSError as exc:
+        print(f"error: cannot write --json {str(path)!r}: {exc.strerror or exc}", file=sys.stderr)
+        sys.exit(2)
     print(f"\nJSON: {path}")
     return results
 

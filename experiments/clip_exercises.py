@@ -439,7 +439,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print()
     print(format_exercise2(args.clip_ratio, args.epochs, args.iterations, args.lr))
     print()
-    path = save_clip_figure(args.output_dir / FIGURE_NAME, args.clip_ratio)
+    try:
+        path = save_clip_figure(args.output_dir / FIGURE_NAME, args.clip_ratio)
+    except OSError as exc:
+        print(f"error: cannot write the figure to --output-dir {str(args.output_dir)!r}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return 2
     print(f"figure: {path}")
     return 0
 

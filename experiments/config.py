@@ -28,6 +28,9 @@ class EvalConfig:
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ConfigError(f"eval.{key}={value!r} is invalid: must be an integer ≥ 0")
+        if self.episodes == 0 and (self.every > 0 or self.stop_return is not None):
+            raise ConfigError("eval.episodes=0 is invalid with eval.every or eval.stop_return: periodic "
+                              "evaluation needs episodes ≥ 1")
 
 
 @dataclass
@@ -55,8 +58,10 @@ class TrainConfig:
     def validate(self) -> None:
         self.env.validate()
         self.eval.validate()
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ConfigError(f"seed={self.seed!r} is invalid: must be an integer ≥ 0")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
+            raise ConfigError(f"seed={self.seed!r} is invalid: must be an integer in [0, 2**63)")
+        if self.ref_checkpoint is not None and self.agent.kl_coef == 0:
+            raise ConfigError("ref_checkpoint is only used by the KL penalty: set agent.kl_coef > 0 as well")
         if isinstance(self.torch_threads, bool) or self.torch_threads < 1:
             raise ConfigError(f"torch_threads={self.torch_threads!r} is invalid: must be an integer ≥ 1")
         if isinstance(self.checkpoint_every, bool) or self.checkpoint_every < 0:
@@ -88,8 +93,8 @@ class EvaluateConfig:
     def validate(self) -> None:
         if isinstance(self.episodes, bool) or not isinstance(self.episodes, int) or self.episodes < 1:
             raise ConfigError(f"episodes={self.episodes!r} is invalid: must be an integer ≥ 1")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ConfigError(f"seed={self.seed!r} is invalid: must be an integer ≥ 0")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
+            raise ConfigError(f"seed={self.seed!r} is invalid: must be an integer in [0, 2**63)")
 
 
 def register_configs() -> None:

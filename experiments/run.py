@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from agents import NumericalError, Trainer
 from agents.checkpoint import CHECKPOINT_NAME, load_checkpoint, resolve_checkpoint
 from agents.config import ConfigError
+from agents.envstate import IncompleteEnvState
 from agents.logger import TensorBoardLogger
 from envs.vector import make_vec_env
 from experiments.config import TrainConfig
@@ -30,17 +31,35 @@ RESUME_OVERRIDES = ("resume", "total_timesteps", "progress", "checkpoint_every",
 SIGNAL_EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
+EXIT_CODES = {ConfigError: 2, NumericalError: 3, OSError: 2}
+
+
+def _in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def _exit_code(exc: BaseException) -> int:
+    return next(code for kind, code in EXIT_CODES.items() if isinstance(exc, kind))
+
+
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn a user's mistake into one line on stderr and a non-zero exit, without a traceback."""
+    """Turn a user's mistake (or a numerical fault, or a path that cannot be written) into one line on stderr
+    and a non-zero exit, without a traceback.
+
+    Inside a multirun job the exception is re-raised after the line is printed, so that Hydra records that job
+    as failed and still runs the others; ``hydra_one_line_errors`` reports it once the sweep has finished.
+    """
     try:
         yield
-    except ConfigError as exc:
+    except (ConfigError, NumericalError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    except NumericalError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(3)
+        if _in_multirun():
+            raise
+        sys.exit(_exit_code(exc))
 
 
 def _first_line(exc: BaseException) -> str:
@@ -85,6 +104,10 @@ def hydra_one_line_errors(hydra_main) -> None:
                 break
         print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
+    except (ConfigError, NumericalError, OSError) as exc:  # after Hydra's own (some are OSErrors)
+        prefix = "a job of the multirun failed: " if isinstance(exc, (ConfigError, NumericalError)) else ""
+        print(f"error: {prefix}{exc}", file=sys.stderr)
+        sys.exit(_exit_code(exc))
     finally:
         os.environ.pop("HYDRA_FULL_ERROR", None)
 
@@ -151,11 +174,21 @@ def _check_resume_overrides(overrides: Sequence[str]) -> None:
                               f"allowed overrides are {', '.join(RESUME_OVERRIDES)}")
 
 
+NETWORK_KEYS = ("policy", "hidden_sizes", "activation")
+
+
 def _check_compatible(state: dict, cfg: TrainConfig, key: str) -> None:
-    run = state.get("run", {})
-    saved_env = run.get("config", {}).get("env", {}).get("id")
+    """Refuse a checkpoint trained on another env or with another network (same shapes are not enough: a relu
+    network's weights in a tanh network would be a different policy)."""
+    saved = state.get("run", {}).get("config", {})
+    saved_env = saved.get("env", {}).get("id")
     if saved_env is not None and saved_env != cfg.env.id:
         raise ConfigError(f"{key}: the checkpoint was trained on env.id={saved_env!r}, not {cfg.env.id!r}")
+    for name in NETWORK_KEYS:
+        theirs, ours = saved.get("agent", {}).get(name), getattr(cfg.agent, name)
+        if theirs is not None and theirs != ours:
+            raise ConfigError(f"{key}: the checkpoint's network has agent.{name}={theirs!r}, this run "
+                              f"agent.{name}={ours!r}: use the same network")
 
 
 def run_training(cfg: DictConfig, output_dir: str | Path, overrides: Sequence[str] = ()) -> float:
@@ -198,6 +231,8 @@ def run_training(cfg: DictConfig, output_dir: str | Path, overrides: Sequence[st
             trainer.load_state_dict(state)
         if ref_state is not None:
             trainer.agent.set_reference(ref_state["agent"]["policy"])
+    except IncompleteEnvState as exc:
+        raise ConfigError(f"resume: {exc}") from None
     except (RuntimeError, KeyError, ValueError) as exc:
         key = "resume" if state is not None else "ref_checkpoint"
         raise ConfigError(f"{key}: the checkpoint does not fit this env/network "
@@ -222,10 +257,14 @@ def run_training(cfg: DictConfig, output_dir: str | Path, overrides: Sequence[st
         log.info("interrupted at step %d: checkpoint %s (continue with resume=%s)",
                  result.global_step, result.checkpoint, run_dir)
         sys.exit(code)
+    if state is not None and result.iterations == int(state["iteration"]):
+        log.info("nothing left to train: the checkpoint is at step %d of %d", result.global_step,
+                 train_cfg.total_timesteps)
     final = result.eval.mean if result.eval is not None else float("nan")
     recent = sum(result.episodic_returns) / len(result.episodic_returns) if result.episodic_returns else float("nan")
     finals = {"hparams/final_eval_return": final, "hparams/final_train_return": recent}
-    logger.hparams(hparams_of(train_cfg), {k: v for k, v in finals.items() if v == v})  # NaN: not measured
+    if state is None or result.iterations > int(state["iteration"]):  # once per finished run
+        logger.hparams(hparams_of(train_cfg), {k: v for k, v in finals.items() if v == v})  # NaN: not measured
     logger.close()
     log.info("checkpoint: %s", result.checkpoint)
     if result.eval is not None:

@@ -159,7 +159,13 @@ def load_runs(root: Path, metric: str) -> list[Run]:
     runs = []
     for run_dir in find_run_dirs(root):
         name = str(run_dir.relative_to(root)) if run_dir != root else run_dir.name
-        run = Run(run_dir, name, load_config(run_dir / ".hydra" / "config.yaml"))
+        try:
+            config = load_config(run_dir / ".hydra" / "config.yaml")
+        except Exception as exc:  # noqa: BLE001 - an unreadable config.yaml: skip that run, say why
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            print(f"warning: skipping {name}: unreadable .hydra/config.yaml ({reason})", file=sys.stderr)
+            continue
+        run = Run(run_dir, name, config)
         scalars = read_scalars(run_dir / "tb", (metric, CURVE_TAG))
         for tag in (metric, CURVE_TAG):
             value = last_finite(scalars[tag])
@@ -431,6 +437,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         text, paths = build_report(args.dir, out, args.metric, args.group_by)
     except ReportError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: cannot write the report to --out {str(out)!r}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     print(text)
     for p in paths:

@@ -136,6 +136,10 @@ BAD_INPUTS = [
     (["env=gym", "env.id=tests/DictObs-v0"], "env.id"),
     (["env=gym", "env.id=tests/MultiDiscrete-v0"], "env.id"),
     (["eval.episodes=-1"], "eval.episodes"),
+    (["seed=18446744073709551616"], "seed"),
+    (["eval.every=2", "eval.episodes=0"], "eval.episodes"),
+    (["eval.stop_return=475", "eval.episodes=0"], "eval.episodes"),
+    (["ref_checkpoint=/some/run"], "ref_checkpoint"),
     (["resume=/no/such/checkpoint.pt"], "resume"),
     (["ref_checkpoint=/no/such/checkpoint.pt", "agent.kl_coef=0.1"], "ref_checkpoint"),
 ]
@@ -176,10 +180,14 @@ def test_checkpoint_from_another_network_or_env_is_refused(monkeypatch, capsys, 
     before = cartpole_checkpoint.read_bytes()
     code, err = run_main(monkeypatch, capsys, f"ref_checkpoint={cartpole_checkpoint}", "agent.kl_coef=0.1",
                          "agent.hidden_sizes=[32]", f"hydra.run.dir={tmp_path / 'a'}")
-    assert code == 2 and err.startswith("error: ref_checkpoint: the checkpoint does not fit"), err
+    assert code == 2 and err.startswith("error: ref_checkpoint: the checkpoint's network has "
+                                        "agent.hidden_sizes=[64, 64], this run agent.hidden_sizes=[32]"), err
     code, err = run_main(monkeypatch, capsys, f"ref_checkpoint={cartpole_checkpoint}", "agent.kl_coef=0.1",
                          "env=gym", "env.id=Acrobot-v1", f"hydra.run.dir={tmp_path / 'b'}")
     assert code == 2 and "env.id='CartPole-v1'" in err, err
+    code, err = run_main(monkeypatch, capsys, f"ref_checkpoint={cartpole_checkpoint}", "agent.kl_coef=0.1",
+                         "agent.activation=relu", f"hydra.run.dir={tmp_path / 'd'}")  # same shapes, other policy
+    assert code == 2 and err.startswith("error: ref_checkpoint: the checkpoint's network has agent.activation="), err
     code, err = run_main(monkeypatch, capsys, f"resume={cartpole_checkpoint}", "agent.clip_ratio=0.3",
                          f"hydra.run.dir={tmp_path / 'c'}")
     assert code == 2 and err.startswith("error: agent.clip_ratio cannot be overridden when resuming"), err
@@ -387,3 +395,22 @@ def test_resume_in_process_equals_uninterrupted_for_every_autoreset_mode_and_spa
     resumed.load_state_dict(load_checkpoint(tmp_path / "cut.pt"))
     resumed.run()
     assert len(full.rows) == 16 and cut.rows == full.rows
+
+
+def test_unwritable_run_dir_is_one_line(monkeypatch, capsys, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    code, err = run_main(monkeypatch, capsys, f"hydra.run.dir={blocker / 'run'}")
+    assert code == 2 and err.strip().splitlines() == [f"error: [Errno 20] Not a directory: '{blocker / 'run'}'"]
+
+
+def test_async_vector_env_run_is_refused_on_resume_not_resumed_inexactly(monkeypatch, capsys, tmp_path):
+    run = tmp_path / "async"
+    code, err = run_main(monkeypatch, capsys, "env.vectorization_mode=async", "env.num_envs=2",
+                         "agent.num_steps=64", "total_timesteps=256", "eval.episodes=0", f"hydra.run.dir={run}")
+    assert code == 0, err
+    before = (run / "checkpoint.pt").read_bytes()
+    code, err = run_main(monkeypatch, capsys, f"resume={run}", "total_timesteps=512",
+                         f"hydra.run.dir={tmp_path / 'again'}")
+    assert code == 2 and err.startswith("error: resume: the run used an async vector env"), err
+    assert (run / "checkpoint.pt").read_bytes() == before

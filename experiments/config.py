@@ -12,6 +12,12 @@ from agents.config import ConfigError, PPOConfig
 from envs.vector import EnvConfig
 
 
+def check_seed(seed) -> None:
+    """Seeds go to torch.manual_seed and NumPy: a non-negative integer below 2**63."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise ConfigError(f"seed={seed!r} is invalid: must be an integer in [0, 2**63)")
+
+
 @dataclass
 class EvalConfig:
     """Deterministic evaluation of the policy (``eval.*``)."""
@@ -58,8 +64,7 @@ class TrainConfig:
     def validate(self) -> None:
         self.env.validate()
         self.eval.validate()
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
-            raise ConfigError(f"seed={self.seed!r} is invalid: must be an integer in [0, 2**63)")
+        check_seed(self.seed)
         if self.ref_checkpoint is not None and self.agent.kl_coef == 0:
             raise ConfigError("ref_checkpoint is only used by the KL penalty: set agent.kl_coef > 0 as well")
         if isinstance(self.torch_threads, bool) or self.torch_threads < 1:
@@ -93,8 +98,7 @@ class EvaluateConfig:
     def validate(self) -> None:
         if isinstance(self.episodes, bool) or not isinstance(self.episodes, int) or self.episodes < 1:
             raise ConfigError(f"episodes={self.episodes!r} is invalid: must be an integer ≥ 1")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
-            raise ConfigError(f"seed={self.seed!r} is invalid: must be an integer in [0, 2**63)")
+        check_seed(self.seed)
 
 
 def register_configs() -> None:

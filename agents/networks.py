@@ -12,6 +12,7 @@ from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
 import torch
+from gymnasium import spaces
 from torch import nn
 
 from agents import losses
@@ -198,3 +199,12 @@ def build_policy(obs_dim: int, action_dim: int, discrete: bool, policy: str = "m
                               "(use agent.policy=mlp)")
         return TabularActorCritic(action_dim)
     return MLPActorCritic(obs_dim, action_dim, discrete, hidden_sizes, activation, init_log_std)
+
+
+def space_dims(envs_: object) -> tuple[int, int, bool]:
+    """(obs_dim, action_dim, discrete) of a vector env's single spaces."""
+    obs_dim = int(np.prod(envs_.single_observation_space.shape))
+    act = envs_.single_action_space
+    if isinstance(act, spaces.Discrete):
+        return obs_dim, int(act.n), True
+    return obs_dim, int(math.prod(act.shape)), False

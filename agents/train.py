@@ -18,6 +18,7 @@ from agents.checkpoint import save_checkpoint
 from agents.config import PPOConfig
 from agents.evaluation import EvalResult, evaluate_policy
 from agents.logger import TensorBoardLogger
+from agents.networks import space_dims
 from agents.ppo import UPDATE_METRICS, PPOAgent
 from agents.rollout import Collector, RolloutBuffer, make_inference
 
@@ -62,8 +63,6 @@ class Trainer:
                  checkpoint_path: Optional[Path] = None, checkpoint_every: int = 0,
                  eval_every: int = 0, eval_episodes: int = 100, stop_return: Optional[float] = None,
                  progress: Optional[bool] = None, run_info: Optional[dict] = None):
-        from envs.vector import space_dims  # local import: envs depends on agents.config
-
         cfg.validate(envs.num_envs)
         self.cfg, self.envs = cfg, envs
         self.seed = seed

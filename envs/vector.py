@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
 import gymnasium as gym
-import numpy as np
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode
 
 import envs  # noqa: F401  (registers SoftmaxBandit-v0)
 from agents.config import ConfigError
+from agents.networks import space_dims  # noqa: F401  (re-exported: sizes of a vector env's spaces)
 
 VECTORIZATION_MODES = ("auto", "vector_entry_point", "sync", "async")
 AUTORESET_MODES = ("auto", "next_step", "same_step")
@@ -118,12 +117,3 @@ def autoreset_mode(envs_: gym.vector.VectorEnv) -> AutoresetMode:
     if mode not in (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP):
         raise ConfigError(f"env autoreset_mode={mode} is unsupported: use next_step or same_step")
     return mode
-
-
-def space_dims(envs_: gym.vector.VectorEnv) -> tuple[int, int, bool]:
-    """(obs_dim, action_dim, discrete) of a vector env's single spaces."""
-    obs_dim = int(np.prod(envs_.single_observation_space.shape))
-    act = envs_.single_action_space
-    if isinstance(act, spaces.Discrete):
-        return obs_dim, int(act.n), True
-    return obs_dim, int(math.prod(act.shape)), False

@@ -9,7 +9,7 @@ from typing import Any, Union
 
 import torch
 
-from agents.config import ConfigError
+from agents.config import ConfigError, first_line
 
 FORMAT_VERSION = 1
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -61,7 +61,7 @@ def load_checkpoint(path: Union[str, Path], key: str = "checkpoint") -> dict[str
     try:
         state = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means a corrupt or foreign file
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         raise ConfigError(f"{key}={str(path)!r} is invalid: not a readable checkpoint ({reason[:160]})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
         raise ConfigError(f"{key}={str(path)!r} is invalid: not a checkpoint of this package "

@@ -11,9 +11,16 @@ class ConfigError(ValueError):
     """A user's configuration mistake. Its message is one line naming the key and what is allowed."""
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name if it has none), for one-line errors."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 ACTIVATIONS = ("tanh", "relu", "elu", "gelu")
 POLICIES = ("mlp", "tabular")
 ROLLOUT_BACKENDS = ("numpy", "torch")
+ADVANTAGES = ("gae", "group")
 
 
 @dataclass
@@ -23,7 +30,8 @@ class PPOConfig:
     learning_rate: float = 2.5e-4
     """Adam step size. (The seeds' 1e-5 is for fine-tuning language models; control tasks use ~1e-4–1e-3.)"""
     anneal_lr: bool = True
-    """Decay the learning rate linearly to zero over the run."""
+    """Anneal the learning rate linearly: the full rate at the first iteration, learning_rate/N at the last of
+    N iterations (see ``Trainer.learning_rate``)."""
     num_steps: int = 128
     """Steps collected per env per iteration; the batch is num_envs × num_steps transitions."""
     num_minibatches: int = 4
@@ -36,12 +44,19 @@ class PPOConfig:
     """GAE λ in [0, 1]: 0 = one-step TD error, 1 = Monte-Carlo return minus the baseline."""
     clip_ratio: float = 0.2
     """ε of the clipped surrogate: the ratio π/π_old is clipped to [1−ε, 1+ε]."""
-    vf_coef: float = 0.5
-    """Weight of the value loss in the total loss (the seeds' c₁)."""
+    vf_coef: float = 0.25
+    """Weight of the value loss in the total loss (c₁). The value loss is the plain MSE (no ½), so 0.25 here
+    weighs the critic as CleanRL's and SB3's 0.5 on ½·MSE do."""
     entropy_coef: float = 0.01
     """Weight of the entropy bonus, subtracted from the loss (the seeds' c₂)."""
     norm_adv: bool = True
-    """Normalise advantages to zero mean and unit std within each minibatch."""
+    """Normalise GAE advantages to zero mean and unit std within each minibatch (group advantages are already
+    normalised per group, so not again)."""
+    advantage: str = "gae"
+    """'gae' (GAE(γ, λ) from the critic) or 'group' (GRPO's critic-free (r − mean)/std over the samples of one
+    state: for the bandit, the pulls of one rollout step across envs; refused where the states differ)."""
+    group_scale: bool = True
+    """With advantage=group: divide by the group's std (GRPO); false only subtracts the mean (Dr. GRPO)."""
     clip_value_loss: bool = False
     """Use the seeds' clipped value loss (V_old ± clip_ratio) instead of plain MSE."""
     max_grad_norm: float = 0.5
@@ -51,7 +66,10 @@ class PPOConfig:
     kl_coef: float = 0.0
     """β of the penalty β·KL(π_θ ‖ π_ref) to a frozen reference policy (0 = off)."""
     kl_target: Optional[float] = None
-    """Adaptive β: after each iteration double β when KL > 1.5·kl_target, halve it when KL < kl_target/1.5."""
+    """Adaptive β on KL(π_θ ‖ π_ref) to the frozen reference: after each iteration double β when
+    KL > 1.5·kl_target, halve it when KL < kl_target/1.5 (the doubling/halving rule of the PPO paper's adaptive-KL
+    variant, §4, applied to the reference policy rather than to π_old; RLHF implementations, e.g. Ziegler et al.
+    2019, steer the same β with a proportional controller instead)."""
     policy: str = "mlp"
     """'mlp' (separate actor and critic MLPs) or 'tabular' (one logit per action, a scalar baseline)."""
     hidden_sizes: List[int] = field(default_factory=lambda: [64, 64])
@@ -105,6 +123,10 @@ class PPOConfig:
             raise bad("policy", f"must be one of {', '.join(POLICIES)}")
         if self.activation not in ACTIVATIONS:
             raise bad("activation", f"must be one of {', '.join(ACTIVATIONS)}")
+        if self.advantage not in ADVANTAGES:
+            raise bad("advantage", f"must be one of {', '.join(ADVANTAGES)}")
+        if not isinstance(self.group_scale, bool):
+            raise bad("group_scale", "must be true or false")
         if self.rollout_backend not in ROLLOUT_BACKENDS:
             raise bad("rollout_backend", f"must be one of {', '.join(ROLLOUT_BACKENDS)}")
         if not self.hidden_sizes or any(isinstance(h, bool) or not isinstance(h, int) or h < 1

@@ -50,3 +50,21 @@ def compute_gae(
     for t in range(advantages.shape[0] - 2, -1, -1):
         advantages[t] += decay[t] * advantages[t + 1]
     return advantages, advantages + values
+
+
+def compute_group_advantages(rewards: np.ndarray, scale: bool = True, eps: float = 1e-8) -> np.ndarray:
+    """Group-relative advantages of GRPO (Shao et al., 2024, "DeepSeekMath"), critic-free.
+
+    ``rewards`` is ``[G, N]``: row g holds the N samples of group g, all drawn from the same state (for the bandit,
+    the pulls of one rollout step across its envs), and each sample's reward is its whole (one-step) return.
+    ``A = (r − mean_g r) / (std_g r + eps)`` with the sample std (n − 1, as GRPO implementations use), or with
+    ``scale=False`` only ``r − mean_g r`` (Liu et al., 2025, "Dr. GRPO": dividing by the std over-weights groups
+    whose rewards barely differ). A group of equal rewards gets zero advantages.
+    """
+    rewards = np.asarray(rewards)
+    centered = rewards - rewards.mean(axis=-1, keepdims=True)
+    if not scale:
+        return centered
+    n = rewards.shape[-1]
+    std = rewards.std(axis=-1, ddof=1, keepdims=True) if n > 1 else np.zeros_like(centered[..., :1])
+    return centered / (std + eps)

@@ -12,7 +12,6 @@ from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
 import torch
-from gymnasium import spaces
 from torch import nn
 
 from agents import losses
@@ -202,9 +201,7 @@ def build_policy(obs_dim: int, action_dim: int, discrete: bool, policy: str = "m
 
 
 def space_dims(envs_: object) -> tuple[int, int, bool]:
-    """(obs_dim, action_dim, discrete) of a vector env's single spaces."""
-    obs_dim = int(np.prod(envs_.single_observation_space.shape))
-    act = envs_.single_action_space
-    if isinstance(act, spaces.Discrete):
-        return obs_dim, int(act.n), True
-    return obs_dim, int(math.prod(act.shape)), False
+    """(obs_dim, action_dim, discrete) of a vector env's single spaces (refuses unsupported ones)."""
+    from agents.spaces import vector_space_spec
+
+    return vector_space_spec(envs_).dims()

@@ -35,7 +35,9 @@ def normalize(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
 
 
 def adapt_kl_coef(kl_coef: float, kl: float, kl_target: float) -> float:
-    """Adaptive β of the PPO paper (§4): double when KL > 1.5·target, halve when KL < target/1.5."""
+    """The doubling/halving rule of the PPO paper's adaptive-KL variant (§4): double β when KL > 1.5·target, halve
+    it when KL < target/1.5. The paper applies it to KL(π_old ‖ π_θ); here it steers β of the penalty to the
+    frozen reference π_ref (RLHF's use of β, where Ziegler et al. 2019 use a proportional controller)."""
     if kl > 1.5 * kl_target:
         return kl_coef * 2.0
     if kl < kl_target / 1.5:
@@ -157,6 +159,13 @@ class PPOAgent:
         if self.use_kl:
             self.ref_policy = copy.deepcopy(self.policy).requires_grad_(False)
 
+    def start_from(self, policy_state: dict) -> None:
+        """Fine-tuning: π_θ and the critic start from ``policy_state`` (a policy ``state_dict``), and so does the
+        default reference π_ref of the KL penalty. The optimizer starts fresh."""
+        self.policy.load_state_dict(policy_state)  # copies into the parameters, which stay in FlatAdam's buffer
+        if self.ref_policy is not None:
+            self.ref_policy.load_state_dict(policy_state)
+
     def set_reference(self, state_dict: dict) -> None:
         """Use the weights in ``state_dict`` (e.g. a loaded checkpoint's policy) as the frozen π_ref."""
         if self.ref_policy is not None:
@@ -186,7 +195,7 @@ class PPOAgent:
                 mb_idx = torch.from_numpy(idx)
                 mb = batch[mb_idx]
                 ev = policy.evaluate(mb.obs, mb.actions)
-                advantages = normalize(mb.advantages) if cfg.norm_adv else mb.advantages
+                advantages = normalize(mb.advantages) if cfg.norm_adv and cfg.advantage == "gae" else mb.advantages
                 kl_ref = None
                 if ref_params is not None:
                     kl_ref = kl_divergence(ev.params, ref_params[mb_idx], policy.log_std, ref_log_std)

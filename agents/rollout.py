@@ -20,8 +20,10 @@ import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode
 
-from agents.gae import compute_gae
+from agents.config import ConfigError
+from agents.gae import compute_gae, compute_group_advantages
 from agents.networks import ActorCritic, PolicySnapshot, numpy_supported
+from agents.spaces import SpaceSpec, check_autoreset, vector_space_spec
 
 _LOG_SQRT_2PI = 0.5 * np.log(2.0 * np.pi)
 
@@ -132,8 +134,27 @@ class RolloutBuffer:
         return compute_gae(self.rewards, self.values[:-1], self.next_values(), self.terminated, self.dones,
                            gamma, gae_lambda)
 
-    def batch(self, gamma: float, gae_lambda: float) -> Batch:
+    def group_advantages(self, scale: bool) -> np.ndarray:
+        """GRPO's advantages (``compute_group_advantages``), one group per rollout step: the pulls of step t across
+        the envs. Only sound where every sample of a step comes from the same state and is a whole episode."""
+        if not self.valid.all():
+            raise ConfigError("agent.advantage='group' needs every step of a rollout to be a sample: use "
+                              "env.autoreset_mode=same_step (or agent.advantage=gae)")
+        for t in range(self.num_steps):
+            obs = self.obs[t]
+            if not (self.dones[t].all() and (obs == obs[:1]).all()):
+                raise ConfigError("agent.advantage='group' is invalid for this env: a group must be one-step "
+                                  "episodes from one state (e.g. the bandit), but step "
+                                  f"{t} of the rollout has different observations or an unfinished episode; "
+                                  "use agent.advantage=gae")
+        return compute_group_advantages(self.rewards, scale).astype(np.float32)
+
+    def batch(self, gamma: float, gae_lambda: float, advantage: str = "gae", group_scale: bool = True) -> Batch:
+        """Flattened valid samples. ``advantage='group'``: GRPO's group-relative advantages replace GAE's (the
+        critic still regresses on the GAE returns, but the advantages do not use it)."""
         advantages, returns = self.advantages(gamma, gae_lambda)
+        if advantage == "group":
+            advantages = self.group_advantages(group_scale)
         keep = np.flatnonzero(self.valid.reshape(-1))
         T, N = self.num_steps, self.num_envs
 
@@ -148,16 +169,21 @@ class Collector:
     """Steps a vector env with a frozen policy and fills a ``RolloutBuffer``; keeps the state between rollouts
     (current observations, which envs are on a NEXT_STEP reset step) so that it can be saved and restored."""
 
-    def __init__(self, envs, buffer: RolloutBuffer, rng: np.random.Generator, seed: Optional[int]):
+    def __init__(self, envs, buffer: RolloutBuffer, rng: np.random.Generator, seed,
+                 spec: Optional[SpaceSpec] = None):
         self.envs = envs
         self.buffer = buffer
         self.rng = rng
-        self.mode = envs.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
+        self.spec = spec if spec is not None else vector_space_spec(envs)
+        self.mode = check_autoreset(envs)
         self.next_step = self.mode == AutoresetMode.NEXT_STEP
-        self.discrete = buffer.actions.dtype == np.int64
-        obs, _ = envs.reset(seed=seed)
+        self.reset(seed)
+
+    def reset(self, seed) -> None:
+        """Start fresh episodes in every sub-env (``seed``: an int, one per sub-env, or None)."""
+        obs, _ = self.envs.reset(seed=seed)
         self.obs = np.asarray(obs, dtype=np.float32)
-        self.prev_done = np.zeros(envs.num_envs, dtype=bool)
+        self.prev_done = np.zeros(self.envs.num_envs, dtype=bool)
 
     def collect(self, inference: Inference) -> EpisodeStats:
         buf, envs, rng = self.buffer, self.envs, self.rng
@@ -171,7 +197,7 @@ class Collector:
             buf.obs[t] = obs
             buf.actions[t] = actions
             buf.logprobs[t] = logp
-            next_obs, reward, terminated, truncated, info = envs.step(actions)
+            next_obs, reward, terminated, truncated, info = envs.step(self.spec.to_env(actions))
             buf.rewards[t] = reward
             buf.terminated[t] = terminated
             done = terminated | truncated

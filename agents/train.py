@@ -18,9 +18,10 @@ from agents.checkpoint import save_checkpoint
 from agents.config import PPOConfig
 from agents.evaluation import EvalResult, evaluate_policy
 from agents.logger import TensorBoardLogger
-from agents.networks import space_dims
 from agents.ppo import UPDATE_METRICS, PPOAgent
 from agents.rollout import Collector, RolloutBuffer, make_inference
+from agents.seeding import RunSeeds, reset_seed
+from agents.spaces import check_autoreset, vector_space_spec
 
 
 class NumericalError(RuntimeError):
@@ -34,10 +35,12 @@ class TrainResult:
     episodic_returns: list = field(default_factory=list)
     """Returns of the most recent training episodes (up to 100)."""
     eval: Optional[EvalResult] = None
-    """Final deterministic evaluation (None if ``eval_episodes`` is 0)."""
+    """Final deterministic evaluation (None if ``eval_episodes`` is 0): always a new evaluation on episodes of its
+    own, never the periodic one that triggered ``stop_return`` (which is ≥ the threshold by construction)."""
     interrupted: bool = False
     solved_step: Optional[int] = None
-    """Global step at which a periodic evaluation first reached ``stop_return``."""
+    """Global step at which an evaluation reached ``stop_return`` (the periodic one that stopped the run, or the
+    final one)."""
     wall_seconds: float = 0.0
     checkpoint: Optional[Path] = None
 
@@ -54,7 +57,10 @@ class Trainer:
     """Trains a ``PPOAgent`` on a vector env for ``total_timesteps`` env steps.
 
     ``make_eval_envs(n)`` builds evaluation envs (for periodic and final deterministic evaluation);
-    ``run_info`` is stored in every checkpoint (the run's config, env id, …).
+    ``run_info`` is stored in every checkpoint (the run's config, env id, …); ``init_policy`` (a policy
+    ``state_dict``, e.g. a checkpoint's ``agent.policy``) is where π_θ and the critic start, and with a KL penalty
+    also the default reference π_ref (fine-tuning). Every random stream comes from ``RunSeeds(seed)``
+    (``agents/seeding.py``), so runs with different seeds share none.
     """
 
     def __init__(self, cfg: PPOConfig, envs, total_timesteps: int, seed: int, *,
@@ -62,8 +68,11 @@ class Trainer:
                  logger: Optional[TensorBoardLogger] = None,
                  checkpoint_path: Optional[Path] = None, checkpoint_every: int = 0,
                  eval_every: int = 0, eval_episodes: int = 100, stop_return: Optional[float] = None,
-                 progress: Optional[bool] = None, run_info: Optional[dict] = None):
+                 progress: Optional[bool] = None, run_info: Optional[dict] = None,
+                 init_policy: Optional[dict] = None):
         cfg.validate(envs.num_envs)
+        self.spec = vector_space_spec(envs)
+        check_autoreset(envs)
         self.cfg, self.envs = cfg, envs
         self.seed = seed
         self.total_timesteps = total_timesteps
@@ -77,17 +86,23 @@ class Trainer:
         self.progress = progress
         self.run_info = run_info or {}
 
-        torch.manual_seed(seed)
-        self.rng = np.random.default_rng(seed)
-        obs_dim, action_dim, discrete = space_dims(envs)
-        self.agent = PPOAgent(cfg, obs_dim, action_dim, discrete, self.rng)
+        self.seeds = RunSeeds(seed)
+        torch.manual_seed(self.seeds.network())
+        obs_dim, action_dim, discrete = self.spec.dims()
+        self.agent = PPOAgent(cfg, obs_dim, action_dim, discrete, self.seeds.minibatch_rng())
+        if init_policy is not None:
+            self.agent.start_from(init_policy)
         action_shape = () if discrete else (action_dim,)
         self.buffer = RolloutBuffer(cfg.num_steps, envs.num_envs, obs_dim, action_shape, discrete)
-        self.collector = Collector(envs, self.buffer, self.rng, seed)
+        self.collector = Collector(envs, self.buffer, self.seeds.sampling_rng(),
+                                   reset_seed(envs, self.seeds.train_envs()), self.spec)
         self.space = {"obs_dim": obs_dim, "action_dim": action_dim, "discrete": discrete}
         self.iteration = 0
         self.global_step = 0
         self.solved_step: Optional[int] = None
+        self.stopped_under: Optional[tuple[int, float]] = None
+        """(total_timesteps, stop_return) when ``stop_return`` stopped the run. A resumed run trains further when
+        either changed: a larger budget, or another (or no) threshold."""
         self.recent_returns: deque = deque(maxlen=100)
 
     # --- state -------------------------------------------------------------------------------------------------
@@ -97,8 +112,10 @@ class Trainer:
             "iteration": self.iteration,
             "global_step": self.global_step,
             "solved_step": self.solved_step,
+            "stopped_under": None if self.stopped_under is None else list(self.stopped_under),
             "recent_returns": list(self.recent_returns),
-            "rng": self.rng.bit_generator.state,
+            "rng": self.collector.rng.bit_generator.state,
+            "minibatch_rng": self.agent.rng.bit_generator.state,
             "torch_rng": torch.get_rng_state(),
             "collector": {"obs": torch.from_numpy(self.collector.obs.copy()),
                           "prev_done": torch.from_numpy(self.collector.prev_done.copy()),
@@ -107,17 +124,29 @@ class Trainer:
             "run": self.run_info,
         }
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict, allow_inexact: bool = False) -> bool:
+        """Restore a checkpoint's state; True if the run continues exactly. When the checkpoint could not capture
+        the env state (``envstate``), ``IncompleteEnvState`` is raised unless ``allow_inexact``, in which case the
+        envs restart from fresh episodes (stream ``resumed_envs(iteration)`` of the seed tree) and False is
+        returned."""
         self.agent.load_state_dict(state["agent"])
         self.iteration = int(state["iteration"])
         self.global_step = int(state["global_step"])
         self.solved_step = state["solved_step"]
+        stopped_under = state.get("stopped_under")
+        self.stopped_under = None if stopped_under is None else (int(stopped_under[0]), float(stopped_under[1]))
         self.recent_returns.extend(state["recent_returns"])
-        self.rng.bit_generator.state = state["rng"]
+        self.collector.rng.bit_generator.state = state["rng"]
+        self.agent.rng.bit_generator.state = state["minibatch_rng"]
         torch.set_rng_state(state["torch_rng"])
         self.collector.obs = state["collector"]["obs"].numpy().copy()
         self.collector.prev_done = state["collector"]["prev_done"].numpy().copy()
-        envstate.restore(self.envs, state["collector"]["env"])
+        env_state = state["collector"]["env"]
+        envstate.restore(self.envs, env_state, allow_inexact=allow_inexact)
+        if env_state.get("complete", True):
+            return True
+        self.collector.reset(reset_seed(self.envs, self.seeds.resumed_envs(self.iteration)))
+        return False
 
     def save(self) -> Optional[Path]:
         if self.checkpoint_path is None:
@@ -127,11 +156,17 @@ class Trainer:
         return save_checkpoint(self.state_dict(), self.checkpoint_path)
 
     # --- loop --------------------------------------------------------------------------------------------------
-    def evaluate(self, episodes: int) -> EvalResult:
+    def evaluate(self, episodes: int, final: bool = False) -> EvalResult:
+        """A deterministic evaluation on episodes of its own: stream ``(iteration, final)`` of the seed tree."""
         inference = make_inference(self.agent.policy, self.cfg.rollout_backend)
-        return evaluate_policy(inference, self.make_eval_envs, episodes, seed=self.seed + 1_000_003)
+        return evaluate_policy(inference, self.make_eval_envs, episodes,
+                               seed=self.seeds.evaluation(self.iteration, final))
 
     def learning_rate(self, iteration: int) -> float:
+        """Linear annealing over N = ``num_iterations``: ``learning_rate · (1 − (i − 1)/N)`` at iteration i = 1…N,
+        i.e. the full rate at the first iteration and ``learning_rate / N`` at the last (CleanRL's schedule; it
+        would reach 0 one iteration after the end). On resume with a new ``total_timesteps``, N changes and the
+        remaining iterations follow the new line from where the run is (a step in the rate, not a restart)."""
         if not self.cfg.anneal_lr:
             return self.cfg.learning_rate
         return self.cfg.learning_rate * (1.0 - (iteration - 1) / self.num_iterations)
@@ -144,8 +179,10 @@ class Trainer:
                    disable=None if self.progress is None else not self.progress, dynamic_ncols=True,
                    leave=False)
         result = TrainResult(self.global_step, self.iteration)
+        stopped = self.stopped_under is not None and self.stop_return == self.stopped_under[1] \
+            and self.total_timesteps <= self.stopped_under[0]
         try:
-            while self.iteration < self.num_iterations and self.solved_step is None:
+            while self.iteration < self.num_iterations and not stopped:
                 if should_stop():
                     result.interrupted = True
                     break
@@ -156,7 +193,7 @@ class Trainer:
                 stats = self.collector.collect(make_inference(agent.policy, cfg.rollout_backend))
                 t1 = time.perf_counter()
                 check_finite({"observations": self.buffer.obs, "rewards": self.buffer.rewards}, iteration, "env")
-                metrics = agent.update(self.buffer.batch(cfg.gamma, cfg.gae_lambda))
+                metrics = agent.update(self.buffer.batch(cfg.gamma, cfg.gae_lambda, cfg.advantage, cfg.group_scale))
                 t2 = time.perf_counter()
                 check_finite({k: metrics[k] for k in UPDATE_METRICS}, iteration, "loss")
                 check_finite(dict(agent.policy.named_parameters()), iteration, "parameter")
@@ -169,7 +206,8 @@ class Trainer:
                     self._scalars({"eval/mean_return": ev.mean, "eval/std_return": ev.std})
                     if self.stop_return is not None and ev.mean >= self.stop_return:
                         self.solved_step = self.global_step
-                        result.eval = ev
+                        self.stopped_under = (self.total_timesteps, float(self.stop_return))
+                        stopped = True
                 if self.checkpoint_every and iteration % self.checkpoint_every == 0:
                     self.save()
                 bar.update(self.batch_size)
@@ -179,9 +217,9 @@ class Trainer:
         finally:
             bar.close()
         result.checkpoint = self.save()
-        if not result.interrupted and result.eval is None and self.eval_episodes > 0 and self.make_eval_envs:
-            result.eval = self.evaluate(self.eval_episodes)
-            if self.stop_return is not None and self.solved_step is None and result.eval.mean >= self.stop_return:
+        if not result.interrupted and self.eval_episodes > 0 and self.make_eval_envs:
+            result.eval = self.evaluate(self.eval_episodes, final=True)
+            if self.stop_return is not None and not stopped and result.eval.mean >= self.stop_return:
                 self.solved_step = self.global_step
         if result.eval is not None:
             self._scalars({"eval/mean_return": result.eval.mean, "eval/std_return": result.eval.std})

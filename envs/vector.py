@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
@@ -10,8 +11,9 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode
 
 import envs  # noqa: F401  (registers SoftmaxBandit-v0)
-from agents.config import ConfigError
+from agents.config import ConfigError, first_line
 from agents.networks import space_dims  # noqa: F401  (re-exported: sizes of a vector env's spaces)
+from agents.spaces import check_autoreset, space_spec
 
 VECTORIZATION_MODES = ("auto", "vector_entry_point", "sync", "async")
 AUTORESET_MODES = ("auto", "next_step", "same_step")
@@ -22,7 +24,8 @@ class EnvConfig:
     """Which Gymnasium env to train on and how to vectorise it (``conf/env/*.yaml``)."""
 
     id: str = "???"
-    """Any registered Gymnasium id with a Box observation and Discrete or Box actions (mandatory)."""
+    """Any registered Gymnasium id with a Box observation and Discrete or Box actions (mandatory); a user's own
+    env as ``my_package.envs:MyEnv-v0`` (Gymnasium's form: the module is imported first, which registers it)."""
     num_envs: int = 4
     """Parallel envs in the vector env."""
     kwargs: Dict[str, Any] = field(default_factory=dict)
@@ -53,22 +56,26 @@ class EnvConfig:
 
 
 def _spec(env_id: str) -> gym.envs.registration.EnvSpec:
+    """The registered spec of ``env_id``; Gymnasium's ``module:EnvId`` form imports ``module`` first (the module
+    registers the env on import), as ``gym.make`` does — ``gym.spec`` alone does not import it."""
+    module, _, name = env_id.rpartition(":")
+    if module:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ConfigError(f"env.id={env_id!r} is invalid: module {module!r} could not be imported "
+                              f"({first_line(exc)})") from None
     try:
-        return gym.spec(env_id)
+        return gym.spec(name)
     except gym.error.Error as exc:
-        raise ConfigError(f"env.id={env_id!r} is invalid: not a registered Gymnasium id ({exc})") from None
+        where = f" (module {module!r} did not register {name!r})" if module else ""
+        raise ConfigError(f"env.id={env_id!r} is invalid: not a registered Gymnasium id{where} "
+                          f"({first_line(exc)})") from None
 
 
 def check_spaces(observation_space: spaces.Space, action_space: spaces.Space, env_id: str) -> None:
     """Refuse observation/action spaces the agent cannot handle, with a one-line reason."""
-    if not isinstance(observation_space, spaces.Box) or len(observation_space.shape) != 1:
-        raise ConfigError(f"env.id={env_id!r} is unsupported: observations must be a flat Box vector, "
-                          f"got {observation_space}")
-    if isinstance(action_space, spaces.Discrete):
-        return
-    if isinstance(action_space, spaces.Box) and len(action_space.shape) == 1:
-        return
-    raise ConfigError(f"env.id={env_id!r} is unsupported: actions must be Discrete or a flat Box, got {action_space}")
+    space_spec(observation_space, action_space, env_id)
 
 
 def make_vec_env(cfg: EnvConfig, num_envs: Optional[int] = None) -> gym.vector.VectorEnv:
@@ -97,12 +104,12 @@ def make_vec_env(cfg: EnvConfig, num_envs: Optional[int] = None) -> gym.vector.V
     if cfg.max_episode_steps is not None:
         make_kwargs["max_episode_steps"] = cfg.max_episode_steps
     try:
-        envs_ = gym.make_vec(cfg.id, num_envs=n, vectorization_mode=mode, vector_kwargs=vector_kwargs or None,
+        envs_ = gym.make_vec(spec.id, num_envs=n, vectorization_mode=mode, vector_kwargs=vector_kwargs or None,
                              **make_kwargs)
     except ConfigError:
         raise
     except (TypeError, ValueError, gym.error.Error) as exc:
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        message = first_line(exc)
         raise ConfigError(f"env.id={cfg.id!r} could not be made with env.kwargs={dict(cfg.kwargs)!r} and "
                           f"vectorization_mode={mode!r}: {message}") from None
     check_spaces(envs_.single_observation_space, envs_.single_action_space, cfg.id)
@@ -113,7 +120,4 @@ def make_vec_env(cfg: EnvConfig, num_envs: Optional[int] = None) -> gym.vector.V
 
 def autoreset_mode(envs_: gym.vector.VectorEnv) -> AutoresetMode:
     """The vector env's autoreset mode (NEXT_STEP when the env does not say, as Gymnasium's default)."""
-    mode = envs_.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
-    if mode not in (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP):
-        raise ConfigError(f"env autoreset_mode={mode} is unsupported: use next_step or same_step")
-    return mode
+    return check_autoreset(envs_)

@@ -54,8 +54,15 @@ class TrainConfig:
     """Save the checkpoint every this many iterations (0 = only at the end); always on exit and on signals."""
     resume: Optional[str] = None
     """A checkpoint file or run folder to continue; the run keeps its saved config."""
+    init_checkpoint: Optional[str] = None
+    """Fine-tune: a checkpoint file or run folder whose policy and critic the run starts from (a fresh optimizer);
+    with agent.kl_coef > 0 it is also the default reference π_ref."""
     ref_checkpoint: Optional[str] = None
-    """Reference policy π_ref for the KL penalty (agent.kl_coef > 0); default: the initial policy."""
+    """Reference policy π_ref for the KL penalty (agent.kl_coef > 0); default: the initial policy (the
+    init_checkpoint's when given, else the random initial weights)."""
+    allow_inexact_resume: bool = False
+    """Resume even when the checkpoint could not capture the env state (e.g. a Box2D world or MuJoCo simulator):
+    the envs restart from fresh episodes, so the resumed run will not equal an uninterrupted one."""
     progress: Optional[bool] = None
     """tqdm progress bar: null = only when stderr is a terminal."""
     torch_threads: int = 1
@@ -65,6 +72,8 @@ class TrainConfig:
         self.env.validate()
         self.eval.validate()
         check_seed(self.seed)
+        if not isinstance(self.allow_inexact_resume, bool):
+            raise ConfigError(f"allow_inexact_resume={self.allow_inexact_resume!r} is invalid: must be true or false")
         if self.ref_checkpoint is not None and self.agent.kl_coef == 0:
             raise ConfigError("ref_checkpoint is only used by the KL penalty: set agent.kl_coef > 0 as well")
         if isinstance(self.torch_threads, bool) or self.torch_threads < 1:
@@ -89,7 +98,8 @@ class EvaluateConfig:
     deterministic: bool = True
     """Take the policy's mode (argmax / Gaussian mean); false samples actions."""
     seed: int = 0
-    """Seeds the evaluation envs (env i gets seed + i) and, when sampling, the action generator."""
+    """Seeds the evaluation: env j and, when sampling, the actions get streams of ``SeedSequence(seed)``
+    (``agents/seeding.py``), so no two seeds share an episode."""
     video: bool = False
     """Also record one episode as a video (needs the env's rgb_array rendering; ``pip install .[video]``)."""
     video_dir: Optional[str] = None

@@ -24,10 +24,11 @@ from gymnasium import spaces
 from omegaconf import DictConfig, MissingMandatoryValue, OmegaConf
 
 from agents.checkpoint import load_checkpoint, resolve_checkpoint
-from agents.config import ConfigError
+from agents.config import ConfigError, first_line
 from agents.evaluation import EvalResult, evaluate_policy
 from agents.networks import ActorCritic, build_policy
 from agents.rollout import Inference, make_inference, select_actions
+from agents.spaces import space_spec
 from conf import CONF_DIR
 from envs.vector import make_vec_env, space_dims
 from experiments.config import EvaluateConfig, TrainConfig
@@ -43,7 +44,7 @@ def to_evaluate_config(cfg: DictConfig | dict) -> EvaluateConfig:
         raise ConfigError(f"{exc.full_key or 'checkpoint'} is mandatory: give checkpoint=PATH "
                           "(a checkpoint.pt file or the run folder that holds one)") from None
     except Exception as exc:  # noqa: BLE001 - OmegaConf's validation errors: wrong type, unknown key
-        raise ConfigError(str(exc).strip().splitlines()[0]) from None
+        raise ConfigError(first_line(exc)) from None
     eval_cfg.validate()
     return eval_cfg
 
@@ -72,7 +73,7 @@ def load_policy(state: dict[str, Any], key: str = "checkpoint") -> tuple[TrainCo
         policy.load_state_dict(weights)
     except (RuntimeError, ValueError, KeyError) as exc:
         raise ConfigError(f"{key}: the saved weights do not fit the saved network config "
-                          f"({str(exc).strip().splitlines()[0][:160]})") from None
+                          f"({first_line(exc)[:160]})") from None
     return train_cfg, policy.eval()
 
 
@@ -95,7 +96,7 @@ def _make_render_env(train_cfg: TrainConfig) -> gym.Env:
             env = gym.make(env_cfg.id, render_mode="rgb_array", **kwargs)
     except (TypeError, ValueError, gym.error.Error) as exc:
         raise ConfigError(f"video=true is unavailable: env.id={env_cfg.id!r} could not be made with "
-                          f"render_mode='rgb_array' ({str(exc).strip().splitlines()[0][:160]})") from None
+                          f"render_mode='rgb_array' ({first_line(exc)[:160]})") from None
     return env
 
 
@@ -115,6 +116,7 @@ def record_video(train_cfg: TrainConfig, inference: Inference, video_dir: Path, 
                                        name_prefix=name_prefix, disable_logger=True)
     rng = np.random.default_rng(seed)
     act_space = env.action_space
+    spec = space_spec(env.observation_space, act_space, train_cfg.env.id)
     try:
         obs, _ = env.reset(seed=seed)
         if not have_moviepy:
@@ -124,7 +126,7 @@ def record_video(train_cfg: TrainConfig, inference: Inference, video_dir: Path, 
             params = inference.dist_params(np.asarray(obs, dtype=np.float32)[None])
             actions, _ = select_actions(params, inference.log_std, rng, deterministic)
             if isinstance(act_space, spaces.Discrete):
-                action = int(actions[0])
+                action = int(spec.to_env(actions)[0])
             else:  # as the training envs do (ClipAction): the Gaussian sample is clipped to the bounds
                 action = np.clip(actions[0], act_space.low, act_space.high).astype(act_space.dtype)
             obs, _, terminated, truncated, _ = env.step(action)
@@ -133,7 +135,7 @@ def record_video(train_cfg: TrainConfig, inference: Inference, video_dir: Path, 
                 frames.append(env.render())
     except gym.error.DependencyNotInstalled as exc:
         raise ConfigError(f"video=true is unavailable for env.id={train_cfg.env.id!r}: "
-                          f"{str(exc).strip().splitlines()[0]} (or: pip install 'ppo-gym[video]')") from None
+                          f"{first_line(exc)} (or: pip install 'ppo-gym[video]')") from None
     finally:
         env.close()
     if have_moviepy:

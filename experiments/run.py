@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from agents import NumericalError, Trainer
 from agents.checkpoint import CHECKPOINT_NAME, load_checkpoint, resolve_checkpoint
-from agents.config import ConfigError
+from agents.config import ConfigError, first_line
 from agents.envstate import IncompleteEnvState
 from agents.logger import TensorBoardLogger
 from envs.vector import make_vec_env
@@ -26,8 +26,10 @@ log = logging.getLogger(__name__)
 # Hydra plugins that live in an extra: a config that needs one names the extra when the plugin is missing.
 ENGINE_EXTRAS = {"hydra/launcher/ray": "ray", "hydra/launcher/submitit": "slurm", "hydra/sweeper/optuna": "optuna"}
 
-# Overrides a resumed run accepts; anything else would make it a different run.
-RESUME_OVERRIDES = ("resume", "total_timesteps", "progress", "checkpoint_every", "torch_threads")
+# Overrides a resumed run accepts; anything else would make it a different run (restating a key's saved value is
+# accepted too). eval.* only changes when and how the policy is evaluated, never the training trajectory.
+RESUME_OVERRIDES = ("resume", "total_timesteps", "progress", "checkpoint_every", "torch_threads",
+                    "eval.stop_return", "eval.every", "eval.episodes", "allow_inexact_resume")
 SIGNAL_EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
@@ -62,11 +64,6 @@ def user_errors() -> Iterator[None]:
         sys.exit(_exit_code(exc))
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def hydra_one_line_errors(hydra_main) -> None:
     """Run a ``@hydra.main`` function so that Hydra's own refusals (unknown key, wrong type, bad override
     syntax, missing config) print as one ``error:`` line with exit code 2 instead of Hydra's multi-line report.
@@ -83,7 +80,7 @@ def hydra_one_line_errors(hydra_main) -> None:
     try:
         hydra_main()
     except (HydraException, OmegaConfBaseException) as exc:
-        message = _first_line(exc)
+        message = first_line(exc)
         options = str(exc).split("Available options", 1)
         if len(options) == 2:  # a missing config group option: list the choices on the same line
             listing = options[1].split("Config search path", 1)[0]
@@ -94,7 +91,7 @@ def hydra_one_line_errors(hydra_main) -> None:
             cause = exc
         if cause is not None:
             key = getattr(cause, "full_key", None)
-            detail = _first_line(cause)
+            detail = first_line(cause)
             message = f"{key}: {detail}" if key else detail
             if "not in" in detail or "not in struct" in detail:
                 message += " (unknown key: check the spelling; new keys need a leading '+')"
@@ -122,7 +119,7 @@ def to_train_config(cfg: DictConfig | dict) -> TrainConfig:
         merged = OmegaConf.merge(schema, OmegaConf.to_container(cfg) if OmegaConf.is_config(cfg) else cfg)
         train_cfg: TrainConfig = OmegaConf.to_object(merged)
     except Exception as exc:  # noqa: BLE001 - OmegaConf's validation errors: wrong type, missing value
-        raise ConfigError(_first_line(exc)) from None
+        raise ConfigError(first_line(exc)) from None
     train_cfg.validate()
     return train_cfg
 
@@ -166,12 +163,26 @@ class StopFlag:
         return self.signum is not None
 
 
-def _check_resume_overrides(overrides: Sequence[str]) -> None:
+def _override_key(item: str) -> str:
+    return item.lstrip("+~").split("=", 1)[0]
+
+
+def _plain_value(cfg: DictConfig, key: str):
+    value = OmegaConf.select(cfg, key, default=None)
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+def _check_resume_overrides(overrides: Sequence[str], cfg: DictConfig, saved: DictConfig) -> None:
+    """Refuse an override that would make the resumed run a different run; restating the saved value (the same
+    command again with ``resume=`` added) is accepted."""
     for item in overrides:
-        key = item.lstrip("+~").split("=", 1)[0]
-        if key not in RESUME_OVERRIDES:
-            raise ConfigError(f"{key} cannot be overridden when resuming (a resumed run keeps its saved config): "
-                              f"allowed overrides are {', '.join(RESUME_OVERRIDES)}")
+        key = _override_key(item)
+        if key in RESUME_OVERRIDES:
+            continue
+        ours, theirs = _plain_value(cfg, key), _plain_value(saved, key)
+        if item.startswith("~") or ours != theirs or OmegaConf.select(saved, key, default=None) is None:
+            raise ConfigError(f"{key} cannot be overridden when resuming (the run has {key}={theirs!r}; a resumed run "
+                              f"keeps its saved config): allowed overrides are {', '.join(RESUME_OVERRIDES)}")
 
 
 NETWORK_KEYS = ("policy", "hidden_sizes", "activation")
@@ -193,19 +204,24 @@ def _check_compatible(state: dict, cfg: TrainConfig, key: str) -> None:
 
 def run_training(cfg: DictConfig, output_dir: str | Path, overrides: Sequence[str] = ()) -> float:
     """Train one run into ``output_dir``; returns the final evaluation's mean return (NaN if none)."""
-    train_cfg = to_train_config(cfg)
+    resume = OmegaConf.select(cfg, "resume", default=None) if OmegaConf.is_config(cfg) else cfg.get("resume")
+    # a resumed run is validated with its saved config (this command's own composition may not fit it)
+    train_cfg = to_train_config(cfg) if resume is None else None
     run_dir = Path(output_dir)
     state = None
-    if train_cfg.resume is not None:
-        ckpt = resolve_checkpoint(train_cfg.resume, key="resume")
-        _check_resume_overrides([o for o in overrides if not o.startswith("hydra")])
+    if resume is not None:
+        if not isinstance(resume, str):
+            raise ConfigError(f"resume={resume!r} is invalid: give a checkpoint file or run folder")
+        ckpt = resolve_checkpoint(resume, key="resume")
         state = load_checkpoint(ckpt, key="resume")
         saved = OmegaConf.create(state["run"]["config"])
-        for item in overrides:  # only what the user gave on this command line replaces the saved values
-            name = item.lstrip("+~").split("=", 1)[0]
+        user_overrides = [o for o in overrides if not o.startswith("hydra")]
+        _check_resume_overrides(user_overrides, cfg, saved)
+        for item in user_overrides:  # only what the user gave on this command line replaces the saved values
+            name = _override_key(item)
             if name in RESUME_OVERRIDES[1:]:
-                saved[name] = cfg[name]
-        saved.resume = train_cfg.resume
+                OmegaConf.update(saved, name, OmegaConf.select(cfg, name), force_add=True)
+        saved.resume = resume
         cfg = saved
         train_cfg = to_train_config(saved)
         run_dir = ckpt.parent
@@ -213,30 +229,42 @@ def run_training(cfg: DictConfig, output_dir: str | Path, overrides: Sequence[st
 
     envs = make_vec_env(train_cfg.env)
     env_cfg = train_cfg.env
-    ref_state = None
-    if train_cfg.ref_checkpoint is not None and state is None:
-        ref_state = load_checkpoint(train_cfg.ref_checkpoint, key="ref_checkpoint")
-        _check_compatible(ref_state, train_cfg, "ref_checkpoint")
-    trainer = Trainer(
-        train_cfg.agent, envs, train_cfg.total_timesteps, train_cfg.seed,
-        make_eval_envs=lambda n: make_vec_env(env_cfg, n),
-        checkpoint_path=run_dir / CHECKPOINT_NAME, checkpoint_every=train_cfg.checkpoint_every,
-        eval_every=train_cfg.eval.every, eval_episodes=train_cfg.eval.episodes,
-        stop_return=train_cfg.eval.stop_return, progress=train_cfg.progress,
-        run_info={"config": OmegaConf.to_container(cfg, resolve=True)},
-    )
+    ref_state = init_state = None
+    if state is None:
+        if train_cfg.ref_checkpoint is not None:
+            ref_state = load_checkpoint(train_cfg.ref_checkpoint, key="ref_checkpoint")
+            _check_compatible(ref_state, train_cfg, "ref_checkpoint")
+        if train_cfg.init_checkpoint is not None:
+            init_state = load_checkpoint(train_cfg.init_checkpoint, key="init_checkpoint")
+            _check_compatible(init_state, train_cfg, "init_checkpoint")
+    key = "resume" if state is not None else "init_checkpoint" if init_state is not None else "ref_checkpoint"
     try:
+        trainer = Trainer(
+            train_cfg.agent, envs, train_cfg.total_timesteps, train_cfg.seed,
+            make_eval_envs=lambda n: make_vec_env(env_cfg, n),
+            checkpoint_path=run_dir / CHECKPOINT_NAME, checkpoint_every=train_cfg.checkpoint_every,
+            eval_every=train_cfg.eval.every, eval_episodes=train_cfg.eval.episodes,
+            stop_return=train_cfg.eval.stop_return, progress=train_cfg.progress,
+            run_info={"config": OmegaConf.to_container(cfg, resolve=True)},
+            init_policy=init_state["agent"]["policy"] if init_state is not None else None,
+        )
         if state is not None:
             _check_compatible(state, train_cfg, "resume")
-            trainer.load_state_dict(state)
+            if not trainer.load_state_dict(state, allow_inexact=train_cfg.allow_inexact_resume):
+                log.warning("resume: the checkpoint could not capture the env state; continuing from freshly "
+                            "reset envs (allow_inexact_resume=true), so this run will not equal an "
+                            "uninterrupted one")
         if ref_state is not None:
+            key = "ref_checkpoint"
             trainer.agent.set_reference(ref_state["agent"]["policy"])
     except IncompleteEnvState as exc:
-        raise ConfigError(f"resume: {exc}") from None
+        raise ConfigError(f"resume: {first_line(exc)}; add allow_inexact_resume=true to continue from freshly "
+                          "reset envs instead") from None
     except (RuntimeError, KeyError, ValueError) as exc:
-        key = "resume" if state is not None else "ref_checkpoint"
+        if isinstance(exc, ConfigError):
+            raise
         raise ConfigError(f"{key}: the checkpoint does not fit this env/network "
-                          f"({str(exc).strip().splitlines()[0][:160]})") from None
+                          f"({first_line(exc)[:160]})") from None
 
     tb_dir = run_dir / "tb"
     # On resume, TensorBoard drops events an interrupted run wrote after its checkpoint (steps > global_step).

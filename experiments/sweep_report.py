@@ -32,6 +32,8 @@ from typing import Any, Optional, Sequence
 import numpy as np
 from omegaconf import OmegaConf
 
+from agents.config import first_line
+
 CLIP_KEY = "agent.clip_ratio"
 ENTROPY_KEY = "agent.entropy_coef"
 DEFAULT_KEYS = (CLIP_KEY, ENTROPY_KEY)
@@ -162,7 +164,7 @@ def load_runs(root: Path, metric: str) -> list[Run]:
         try:
             config = load_config(run_dir / ".hydra" / "config.yaml")
         except Exception as exc:  # noqa: BLE001 - an unreadable config.yaml: skip that run, say why
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            reason = first_line(exc)
             print(f"warning: skipping {name}: unreadable .hydra/config.yaml ({reason})", file=sys.stderr)
             continue
         run = Run(run_dir, name, config)

@@ -14,15 +14,15 @@ import pytest
 import torch
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-import experiments.train as train_entry
 from agents import PPOConfig, Trainer
 from agents.config import ConfigError
 from agents.gae import compute_group_advantages
 from agents.logger import TensorBoardLogger
 from agents.rollout import RolloutBuffer
 from envs.vector import EnvConfig, make_vec_env
+
+import helpers
 
 CARTPOLE_SYNC = EnvConfig(id="CartPole-v1", num_envs=4, vectorization_mode="sync")
 BANDIT = EnvConfig(id="SoftmaxBandit-v0", num_envs=8, vectorization_mode="sync", autoreset_mode="same_step")
@@ -50,20 +50,11 @@ class RecordResets(gym.vector.VectorWrapper):
 
 
 def run_main(monkeypatch, capsys, *args: str) -> tuple[int, str]:
-    """The real Hydra entry point in-process; returns (exit code, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["ppo-train", "progress=false", *args])
-    code = 0
-    try:
-        train_entry.main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    return code, capsys.readouterr().err
+    return helpers.run_main(monkeypatch, capsys, "progress=false", *args)
 
 
 def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    acc = EventAccumulator(str(run_dir / "tb"), size_guidance={"scalars": 0})
-    acc.Reload()
-    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+    return helpers.read_scalars(run_dir / "tb")
 
 
 def checkpoint(run_dir: Path) -> dict:
@@ -220,7 +211,7 @@ def kl(p: np.ndarray, q: np.ndarray) -> float:
 def test_init_checkpoint_starts_policy_critic_and_reference_from_it(bandit_base):
     base = checkpoint(bandit_base)
     envs = make_vec_env(BANDIT)
-    trainer = Trainer(bandit_cfg(kl_coef=0.1), envs, 1024, 7, init_policy=base["agent"]["policy"])
+    trainer = Trainer(bandit_cfg(kl_coef=0.1), envs, 1024, 7, init_agent=base["agent"])
     envs.close()
     for name, tensor in base["agent"]["policy"].items():
         assert torch.equal(trainer.agent.policy.state_dict()[name], tensor)

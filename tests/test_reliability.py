@@ -15,13 +15,12 @@ import numpy as np
 import pytest
 import torch
 from gymnasium import spaces
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-import experiments.train as train_entry
 from agents import NumericalError, PPOConfig, Trainer
 from agents.checkpoint import load_checkpoint, save_checkpoint
 from agents.config import ConfigError
 from envs.vector import EnvConfig, make_vec_env
+from helpers import read_scalars, run_main
 
 TIMING_TAGS = {"charts/SPS", "charts/rollout_seconds", "charts/update_seconds"}
 
@@ -76,21 +75,8 @@ for _name, _cls in {"ImageObs": _ImageObsEnv, "DictObs": _DictObsEnv, "MultiDisc
 
 # --- helpers ---------------------------------------------------------------------------------------------------
 
-def run_main(monkeypatch, capsys, *args: str) -> tuple[int, str]:
-    """Run the real Hydra entry point in-process; returns (exit code, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["ppo-train", *args])
-    code = 0
-    try:
-        train_entry.main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    return code, capsys.readouterr().err
-
-
 def scalars(tb_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    acc = EventAccumulator(str(tb_dir), size_guidance={"scalars": 0})
-    acc.Reload()
-    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+    return read_scalars(tb_dir)
 
 
 @pytest.fixture(scope="module")
@@ -372,6 +358,11 @@ RESUME_CASES = {
         EnvConfig(id="SoftmaxBandit-v0", num_envs=4, kwargs={"noise_std": 0.5}, autoreset_mode="same_step"),
         PPOConfig(num_steps=16, policy="tabular", kl_coef=0.1, kl_target=0.01)),
     "pendulum-box-actions-kl": (EnvConfig(id="Pendulum-v1", num_envs=2), PPOConfig(num_steps=64, kl_coef=0.05)),
+    "pendulum-normalized-obs-and-reward": (EnvConfig(id="Pendulum-v1", num_envs=2),
+                                           PPOConfig(num_steps=64, normalize_obs=True, normalize_reward=True)),
+    "cartpole-same-step-truncating-normalized": (
+        EnvConfig(id="CartPole-v1", num_envs=4, vectorization_mode="sync", autoreset_mode="same_step",
+                  max_episode_steps=40), PPOConfig(num_steps=64, normalize_obs=True, normalize_reward=True)),
 }
 
 

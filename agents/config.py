@@ -70,6 +70,15 @@ class PPOConfig:
     KL > 1.5·kl_target, halve it when KL < kl_target/1.5 (the doubling/halving rule of the PPO paper's adaptive-KL
     variant, §4, applied to the reference policy rather than to π_old; RLHF implementations, e.g. Ziegler et al.
     2019, steer the same β with a proportional controller instead)."""
+    normalize_obs: bool = False
+    """Normalise observations by running per-dimension mean/std (``agents/normalization.py``); the statistics are
+    part of the agent: checkpointed, restored on resume, applied frozen by evaluation."""
+    clip_obs: float = 10.0
+    """Normalised observations are clipped to ±clip_obs."""
+    normalize_reward: bool = False
+    """Scale rewards by the running std of the discounted return (logged episodic returns stay raw)."""
+    clip_reward: float = 10.0
+    """Scaled rewards are clipped to ±clip_reward."""
     policy: str = "mlp"
     """'mlp' (separate actor and critic MLPs) or 'tabular' (one logit per action, a scalar baseline)."""
     hidden_sizes: List[int] = field(default_factory=lambda: [64, 64])
@@ -133,6 +142,12 @@ class PPOConfig:
                                         for h in self.hidden_sizes):
             raise bad("hidden_sizes", "must be a non-empty list of integers ≥ 1, e.g. [64, 64]")
         finite("init_log_std")
+        for key in ("normalize_obs", "normalize_reward"):
+            if not isinstance(getattr(self, key), bool):
+                raise bad(key, "must be true or false")
+        for key in ("clip_obs", "clip_reward"):
+            if not finite(key) > 0:
+                raise bad(key, "must be > 0")
         batch = self.batch_size(num_envs)
         if batch % self.num_minibatches:
             divisors = [d for d in range(1, batch + 1) if batch % d == 0][:8]

@@ -16,6 +16,7 @@ import torch
 from agents.config import PPOConfig
 from agents.losses import compute_ppo_total_loss
 from agents.networks import ActorCritic, build_policy, kl_divergence
+from agents.normalization import ObsNormalizer
 from agents.rollout import Batch
 
 UPDATE_METRICS = ("policy_loss", "value_loss", "entropy", "total_loss", "clip_fraction", "approx_kl")
@@ -153,18 +154,23 @@ class PPOAgent:
         self.policy: ActorCritic = build_policy(obs_dim, action_dim, discrete, cfg.policy, cfg.hidden_sizes,
                                                 cfg.activation, cfg.init_log_std)
         self.optimizer = FlatAdam(self.policy.parameters(), lr=cfg.learning_rate, eps=1e-5)
+        self.obs_norm: Optional[ObsNormalizer] = ObsNormalizer(obs_dim, cfg.clip_obs) if cfg.normalize_obs else None
+        """Observation statistics: part of what defines the policy (checkpoints and evaluation carry them)."""
         self.kl_coef = float(cfg.kl_coef)
         self.use_kl = cfg.kl_coef > 0
         self.ref_policy: Optional[ActorCritic] = None
         if self.use_kl:
             self.ref_policy = copy.deepcopy(self.policy).requires_grad_(False)
 
-    def start_from(self, policy_state: dict) -> None:
-        """Fine-tuning: π_θ and the critic start from ``policy_state`` (a policy ``state_dict``), and so does the
-        default reference π_ref of the KL penalty. The optimizer starts fresh."""
-        self.policy.load_state_dict(policy_state)  # copies into the parameters, which stay in FlatAdam's buffer
+    def start_from(self, agent_state: dict) -> None:
+        """Fine-tuning: π_θ and the critic (and the observation statistics, if both normalise) start from
+        ``agent_state`` (a checkpoint's ``agent``), and so does the default reference π_ref of the KL penalty. The
+        optimizer starts fresh."""
+        self.policy.load_state_dict(agent_state["policy"])  # copied into the parameters: they stay in FlatAdam's buffer
         if self.ref_policy is not None:
-            self.ref_policy.load_state_dict(policy_state)
+            self.ref_policy.load_state_dict(agent_state["policy"])
+        if self.obs_norm is not None and agent_state.get("obs_norm") is not None:
+            self.obs_norm.load_state_dict(agent_state["obs_norm"])
 
     def set_reference(self, state_dict: dict) -> None:
         """Use the weights in ``state_dict`` (e.g. a loaded checkpoint's policy) as the frozen π_ref."""
@@ -234,6 +240,8 @@ class PPOAgent:
                  "kl_coef": self.kl_coef}
         if self.ref_policy is not None:
             state["ref_policy"] = self.ref_policy.state_dict()
+        if self.obs_norm is not None:
+            state["obs_norm"] = self.obs_norm.state_dict()
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -242,3 +250,5 @@ class PPOAgent:
         self.kl_coef = float(state["kl_coef"])
         if self.ref_policy is not None and "ref_policy" in state:
             self.ref_policy.load_state_dict(state["ref_policy"])
+        if self.obs_norm is not None:
+            self.obs_norm.load_state_dict(state["obs_norm"])

@@ -13,6 +13,7 @@ Both autoreset modes are handled (``envs.metadata["autoreset_mode"]``):
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Callable, NamedTuple, Optional
 
@@ -23,6 +24,7 @@ from gymnasium.vector import AutoresetMode
 from agents.config import ConfigError
 from agents.gae import compute_gae, compute_group_advantages
 from agents.networks import ActorCritic, PolicySnapshot, numpy_supported
+from agents.normalization import ObsNormalizer, RewardScaler
 from agents.spaces import SpaceSpec, check_autoreset, vector_space_spec
 
 _LOG_SQRT_2PI = 0.5 * np.log(2.0 * np.pi)
@@ -36,8 +38,18 @@ class Inference(NamedTuple):
     log_std: Optional[np.ndarray]
 
 
-def make_inference(policy: ActorCritic, backend: str = "numpy") -> Inference:
-    """Freeze ``policy`` for acting: a NumPy weight snapshot (fast path) or the module under inference mode."""
+def make_inference(policy: ActorCritic, backend: str = "numpy",
+                   obs_norm: Optional[ObsNormalizer] = None) -> Inference:
+    """Freeze ``policy`` for acting: a NumPy weight snapshot (fast path) or the module under inference mode.
+
+    With ``obs_norm`` the functions take raw observations and normalise them with a frozen copy of its statistics
+    (evaluation, video); without it they take what the policy takes (the collector normalises itself).
+    """
+    if obs_norm is not None:
+        frozen = copy.deepcopy(obs_norm)
+        inner = make_inference(policy, backend)
+        return Inference(lambda obs: inner.dist_params(frozen.apply(obs)),
+                         lambda obs: inner.value(frozen.apply(obs)), inner.log_std)
     log_std = None if policy.log_std is None else policy.log_std.detach().numpy().copy()
     if backend == "numpy" and numpy_supported(getattr(policy, "activation", "tanh")):
         snap: PolicySnapshot = policy.snapshot()
@@ -170,11 +182,13 @@ class Collector:
     (current observations, which envs are on a NEXT_STEP reset step) so that it can be saved and restored."""
 
     def __init__(self, envs, buffer: RolloutBuffer, rng: np.random.Generator, seed,
-                 spec: Optional[SpaceSpec] = None):
+                 spec: Optional[SpaceSpec] = None, obs_norm: Optional[ObsNormalizer] = None,
+                 reward_scaler: Optional[RewardScaler] = None):
         self.envs = envs
         self.buffer = buffer
         self.rng = rng
         self.spec = spec if spec is not None else vector_space_spec(envs)
+        self.obs_norm, self.reward_scaler = obs_norm, reward_scaler
         self.mode = check_autoreset(envs)
         self.next_step = self.mode == AutoresetMode.NEXT_STEP
         self.reset(seed)
@@ -182,8 +196,14 @@ class Collector:
     def reset(self, seed) -> None:
         """Start fresh episodes in every sub-env (``seed``: an int, one per sub-env, or None)."""
         obs, _ = self.envs.reset(seed=seed)
-        self.obs = np.asarray(obs, dtype=np.float32)
+        self.obs = self._policy_obs(obs)
         self.prev_done = np.zeros(self.envs.num_envs, dtype=bool)
+
+    def _policy_obs(self, obs) -> np.ndarray:
+        """What the policy sees: the env's observations, normalised (learning the statistics) if configured.
+        ``self.obs`` holds them in this form, so the bootstrap value and the next step see the same input."""
+        obs = np.asarray(obs, dtype=np.float32)
+        return obs if self.obs_norm is None else self.obs_norm(obs, update=True)
 
     def collect(self, inference: Inference) -> EpisodeStats:
         buf, envs, rng = self.buffer, self.envs, self.rng
@@ -198,22 +218,26 @@ class Collector:
             buf.actions[t] = actions
             buf.logprobs[t] = logp
             next_obs, reward, terminated, truncated, info = envs.step(self.spec.to_env(actions))
-            buf.rewards[t] = reward
-            buf.terminated[t] = terminated
             done = terminated | truncated
+            valid = ~prev_done if self.next_step else None
+            buf.rewards[t] = reward if self.reward_scaler is None else self.reward_scaler(reward, terminated, done,
+                                                                                         valid)
+            buf.terminated[t] = terminated
             buf.dones[t] = done
             if self.next_step:
-                buf.valid[t] = ~prev_done
+                buf.valid[t] = valid
                 prev_done = done
             elif truncated.any():
                 idx = np.flatnonzero(truncated)
                 final = np.stack([info["final_obs"][i] for i in idx]).astype(np.float32)
+                if self.obs_norm is not None:
+                    final = self.obs_norm.apply(final)
                 buf.truncated_next_values.append((t, idx, inference.value(final)))
             if "_episode" in info:
                 mask = info["_episode"]
                 stats.returns.extend(info["episode"]["r"][mask].tolist())
                 stats.lengths.extend(info["episode"]["l"][mask].tolist())
-            obs = np.asarray(next_obs, dtype=np.float32)
+            obs = self._policy_obs(next_obs)
         buf.values[-1] = inference.value(obs)
         self.obs, self.prev_done = obs, prev_done
         return stats

@@ -18,6 +18,7 @@ from agents.checkpoint import save_checkpoint
 from agents.config import PPOConfig
 from agents.evaluation import EvalResult, evaluate_policy
 from agents.logger import TensorBoardLogger
+from agents.normalization import RewardScaler
 from agents.ppo import UPDATE_METRICS, PPOAgent
 from agents.rollout import Collector, RolloutBuffer, make_inference
 from agents.seeding import RunSeeds, reset_seed
@@ -57,9 +58,9 @@ class Trainer:
     """Trains a ``PPOAgent`` on a vector env for ``total_timesteps`` env steps.
 
     ``make_eval_envs(n)`` builds evaluation envs (for periodic and final deterministic evaluation);
-    ``run_info`` is stored in every checkpoint (the run's config, env id, …); ``init_policy`` (a policy
-    ``state_dict``, e.g. a checkpoint's ``agent.policy``) is where π_θ and the critic start, and with a KL penalty
-    also the default reference π_ref (fine-tuning). Every random stream comes from ``RunSeeds(seed)``
+    ``run_info`` is stored in every checkpoint (the run's config, env id, …); ``init_agent`` (a checkpoint's
+    ``agent`` state) is where π_θ, the critic and the observation statistics start, and with a KL penalty also the
+    default reference π_ref (fine-tuning). Every random stream comes from ``RunSeeds(seed)``
     (``agents/seeding.py``), so runs with different seeds share none.
     """
 
@@ -69,7 +70,7 @@ class Trainer:
                  checkpoint_path: Optional[Path] = None, checkpoint_every: int = 0,
                  eval_every: int = 0, eval_episodes: int = 100, stop_return: Optional[float] = None,
                  progress: Optional[bool] = None, run_info: Optional[dict] = None,
-                 init_policy: Optional[dict] = None):
+                 init_agent: Optional[dict] = None):
         cfg.validate(envs.num_envs)
         self.spec = vector_space_spec(envs)
         check_autoreset(envs)
@@ -90,12 +91,14 @@ class Trainer:
         torch.manual_seed(self.seeds.network())
         obs_dim, action_dim, discrete = self.spec.dims()
         self.agent = PPOAgent(cfg, obs_dim, action_dim, discrete, self.seeds.minibatch_rng())
-        if init_policy is not None:
-            self.agent.start_from(init_policy)
+        if init_agent is not None:
+            self.agent.start_from(init_agent)
         action_shape = () if discrete else (action_dim,)
         self.buffer = RolloutBuffer(cfg.num_steps, envs.num_envs, obs_dim, action_shape, discrete)
+        reward_scaler = RewardScaler(envs.num_envs, cfg.gamma, cfg.clip_reward) if cfg.normalize_reward else None
         self.collector = Collector(envs, self.buffer, self.seeds.sampling_rng(),
-                                   reset_seed(envs, self.seeds.train_envs()), self.spec)
+                                   reset_seed(envs, self.seeds.train_envs()), self.spec,
+                                   obs_norm=self.agent.obs_norm, reward_scaler=reward_scaler)
         self.space = {"obs_dim": obs_dim, "action_dim": action_dim, "discrete": discrete}
         self.iteration = 0
         self.global_step = 0
@@ -119,7 +122,9 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "collector": {"obs": torch.from_numpy(self.collector.obs.copy()),
                           "prev_done": torch.from_numpy(self.collector.prev_done.copy()),
-                          "env": envstate.capture(self.envs)},
+                          "env": envstate.capture(self.envs),
+                          "reward_scaler": (None if self.collector.reward_scaler is None
+                                            else self.collector.reward_scaler.state_dict())},
             "space": self.space,
             "run": self.run_info,
         }
@@ -141,6 +146,8 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
         self.collector.obs = state["collector"]["obs"].numpy().copy()
         self.collector.prev_done = state["collector"]["prev_done"].numpy().copy()
+        if self.collector.reward_scaler is not None:
+            self.collector.reward_scaler.load_state_dict(state["collector"]["reward_scaler"])
         env_state = state["collector"]["env"]
         envstate.restore(self.envs, env_state, allow_inexact=allow_inexact)
         if env_state.get("complete", True):
@@ -158,7 +165,7 @@ class Trainer:
     # --- loop --------------------------------------------------------------------------------------------------
     def evaluate(self, episodes: int, final: bool = False) -> EvalResult:
         """A deterministic evaluation on episodes of its own: stream ``(iteration, final)`` of the seed tree."""
-        inference = make_inference(self.agent.policy, self.cfg.rollout_backend)
+        inference = make_inference(self.agent.policy, self.cfg.rollout_backend, self.agent.obs_norm)
         return evaluate_policy(inference, self.make_eval_envs, episodes,
                                seed=self.seeds.evaluation(self.iteration, final))
 

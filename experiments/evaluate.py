@@ -27,6 +27,7 @@ from agents.checkpoint import load_checkpoint, resolve_checkpoint
 from agents.config import ConfigError, first_line
 from agents.evaluation import EvalResult, evaluate_policy
 from agents.networks import ActorCritic, build_policy
+from agents.normalization import ObsNormalizer
 from agents.rollout import Inference, make_inference, select_actions
 from agents.spaces import space_spec
 from conf import CONF_DIR
@@ -168,7 +169,9 @@ def run_evaluation(cfg: DictConfig | dict) -> dict[str, Any]:
                               f"(obs_dim, action_dim, discrete); the policy was trained on {trained_dims}")
         return envs
 
-    inference = make_inference(policy, train_cfg.agent.rollout_backend)
+    # the observation statistics travel with the policy: applied frozen, as in the training run's evaluations
+    obs_norm = ObsNormalizer.from_agent_state(state["agent"])
+    inference = make_inference(policy, train_cfg.agent.rollout_backend, obs_norm)
     video: Optional[Path] = None
     if eval_cfg.video:  # first: a missing renderer fails before the evaluation's work
         video_dir = Path(eval_cfg.video_dir) if eval_cfg.video_dir is not None else path.parent / "videos"

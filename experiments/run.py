@@ -246,7 +246,7 @@ def run_training(cfg: DictConfig, output_dir: str | Path, overrides: Sequence[st
             eval_every=train_cfg.eval.every, eval_episodes=train_cfg.eval.episodes,
             stop_return=train_cfg.eval.stop_return, progress=train_cfg.progress,
             run_info={"config": OmegaConf.to_container(cfg, resolve=True)},
-            init_policy=init_state["agent"]["policy"] if init_state is not None else None,
+            init_agent=init_state["agent"] if init_state is not None else None,
         )
         if state is not None:
             _check_compatible(state, train_cfg, "resume")

@@ -82,13 +82,33 @@ class PPOConfig:
     policy: str = "mlp"
     """'mlp' (separate actor and critic MLPs) or 'tabular' (one logit per action, a scalar baseline)."""
     hidden_sizes: List[int] = field(default_factory=lambda: [64, 64])
-    """Hidden layer widths of the actor and of the critic MLP."""
+    """Hidden layer widths of the actor and of the critic MLP (unless actor_/critic_hidden_sizes say otherwise)."""
     activation: str = "tanh"
-    """Hidden activation: tanh, relu, elu or gelu."""
+    """Hidden activation: tanh, relu, elu or gelu (unless actor_/critic_activation say otherwise)."""
+    actor_hidden_sizes: Optional[List[int]] = None
+    """The actor's hidden widths; null = hidden_sizes (SB3's net_arch=dict(pi=...))."""
+    critic_hidden_sizes: Optional[List[int]] = None
+    """The critic's hidden widths; null = hidden_sizes (SB3's net_arch=dict(vf=...))."""
+    actor_activation: Optional[str] = None
+    """The actor's activation; null = activation."""
+    critic_activation: Optional[str] = None
+    """The critic's activation; null = activation."""
+    ortho_init: bool = True
+    """Orthogonal initialisation (gain √2 hidden, 0.01 actor output, 1 critic output) as CleanRL and SB3; false
+    keeps PyTorch's default init (SB3's ortho_init=False)."""
     init_log_std: float = 0.0
-    """Initial log σ of the Gaussian policy (Box actions)."""
+    """Initial log σ of the Gaussian policy (Box actions; SB3's log_std_init)."""
     rollout_backend: str = "numpy"
     """Policy inference while collecting: 'numpy' (fast copy of the weights) or 'torch' (the module)."""
+
+    def network(self) -> dict:
+        """The keyword arguments of ``agents.networks.build_policy``: what defines the network's shape."""
+        return {"policy": self.policy,
+                "actor_hidden_sizes": list(self.actor_hidden_sizes or self.hidden_sizes),
+                "critic_hidden_sizes": list(self.critic_hidden_sizes or self.hidden_sizes),
+                "actor_activation": self.actor_activation or self.activation,
+                "critic_activation": self.critic_activation or self.activation,
+                "ortho_init": self.ortho_init, "init_log_std": self.init_log_std}
 
     def batch_size(self, num_envs: int) -> int:
         return num_envs * self.num_steps
@@ -138,9 +158,18 @@ class PPOConfig:
             raise bad("group_scale", "must be true or false")
         if self.rollout_backend not in ROLLOUT_BACKENDS:
             raise bad("rollout_backend", f"must be one of {', '.join(ROLLOUT_BACKENDS)}")
-        if not self.hidden_sizes or any(isinstance(h, bool) or not isinstance(h, int) or h < 1
-                                        for h in self.hidden_sizes):
-            raise bad("hidden_sizes", "must be a non-empty list of integers ≥ 1, e.g. [64, 64]")
+        for key in ("actor_activation", "critic_activation"):
+            if getattr(self, key) is not None and getattr(self, key) not in ACTIVATIONS:
+                raise bad(key, f"must be one of {', '.join(ACTIVATIONS)}, or null for agent.activation")
+        for key in ("hidden_sizes", "actor_hidden_sizes", "critic_hidden_sizes"):
+            sizes = getattr(self, key)
+            if key != "hidden_sizes" and sizes is None:
+                continue
+            if not sizes or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in sizes):
+                raise bad(key, "must be a non-empty list of integers ≥ 1, e.g. [64, 64]"
+                          + ("" if key == "hidden_sizes" else ", or null for agent.hidden_sizes"))
+        if not isinstance(self.ortho_init, bool):
+            raise bad("ortho_init", "must be true or false")
         finite("init_log_std")
         for key in ("normalize_obs", "normalize_reward"):
             if not isinstance(getattr(self, key), bool):

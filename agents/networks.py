@@ -58,14 +58,19 @@ def _layer_init(layer: nn.Linear, gain: float) -> nn.Linear:
     return layer
 
 
-def mlp(in_dim: int, hidden_sizes: Sequence[int], out_dim: int, activation: str, out_gain: float) -> nn.Sequential:
-    """Orthogonal-init MLP as in the "37 implementation details of PPO": √2 for hidden layers."""
+def mlp(in_dim: int, hidden_sizes: Sequence[int], out_dim: int, activation: str, out_gain: float,
+        ortho_init: bool = True) -> nn.Sequential:
+    """MLP; with ``ortho_init`` orthogonal weights as in the "37 implementation details of PPO" (√2 for hidden
+    layers, ``out_gain`` for the output) and zero biases, else PyTorch's default initialisation."""
+    def init(layer: nn.Linear, gain: float) -> nn.Linear:
+        return _layer_init(layer, gain) if ortho_init else layer
+
     layers: list[nn.Module] = []
     last = in_dim
     for width in hidden_sizes:
-        layers += [_layer_init(nn.Linear(last, width), math.sqrt(2.0)), _ACTIVATIONS[activation]()]
+        layers += [init(nn.Linear(last, width), math.sqrt(2.0)), _ACTIVATIONS[activation]()]
         last = width
-    layers.append(_layer_init(nn.Linear(last, out_dim), out_gain))
+    layers.append(init(nn.Linear(last, out_dim), out_gain))
     return nn.Sequential(*layers)
 
 
@@ -101,11 +106,16 @@ class MLPActorCritic(ActorCritic):
     """Separate actor and critic MLPs; categorical logits or a diagonal Gaussian with learned log σ."""
 
     def __init__(self, obs_dim: int, action_dim: int, discrete: bool, hidden_sizes: Sequence[int] = (64, 64),
-                 activation: str = "tanh", init_log_std: float = 0.0):
+                 activation: str = "tanh", init_log_std: float = 0.0, *,
+                 critic_hidden_sizes: Optional[Sequence[int]] = None, critic_activation: Optional[str] = None,
+                 ortho_init: bool = True):
         super().__init__()
+        critic_hidden_sizes = hidden_sizes if critic_hidden_sizes is None else critic_hidden_sizes
         self.activation = activation
-        self.actor = mlp(obs_dim, hidden_sizes, action_dim, activation, out_gain=0.01)
-        self.critic = mlp(obs_dim, hidden_sizes, 1, activation, out_gain=1.0)
+        self.critic_activation = activation if critic_activation is None else critic_activation
+        self.actor = mlp(obs_dim, hidden_sizes, action_dim, activation, out_gain=0.01, ortho_init=ortho_init)
+        self.critic = mlp(obs_dim, critic_hidden_sizes, 1, self.critic_activation, out_gain=1.0,
+                          ortho_init=ortho_init)
         if not discrete:
             self.log_std = nn.Parameter(torch.full((action_dim,), float(init_log_std)))
 
@@ -121,7 +131,8 @@ class MLPActorCritic(ActorCritic):
                     for m in seq if isinstance(m, nn.Linear)]
 
         log_std = None if self.log_std is None else self.log_std.detach().numpy().copy()
-        return PolicySnapshot(layers(self.actor), layers(self.critic), self.activation, log_std, None, None)
+        return PolicySnapshot(layers(self.actor), layers(self.critic), self.activation, log_std, None, None,
+                              self.critic_activation)
 
 
 class TabularActorCritic(ActorCritic):
@@ -143,7 +154,7 @@ class TabularActorCritic(ActorCritic):
 
     def snapshot(self) -> "PolicySnapshot":
         return PolicySnapshot([], [], "tanh", None, self.logits.detach().numpy().copy(),
-                              self.baseline.detach().numpy().copy())
+                              self.baseline.detach().numpy().copy(), "tanh")
 
 
 _NP_ACT = {
@@ -163,9 +174,10 @@ class PolicySnapshot(NamedTuple):
     log_std: Optional[np.ndarray]
     table_logits: Optional[np.ndarray]
     table_value: Optional[np.ndarray]
+    critic_activation: str
 
-    def _mlp(self, layers: list, x: np.ndarray) -> np.ndarray:
-        act = _NP_ACT[self.activation]
+    def _mlp(self, layers: list, x: np.ndarray, activation: str) -> np.ndarray:
+        act = _NP_ACT[activation]
         for i, (w, b) in enumerate(layers):
             x = x @ w
             x += b
@@ -176,28 +188,32 @@ class PolicySnapshot(NamedTuple):
     def dist_params(self, obs: np.ndarray) -> np.ndarray:
         if self.table_logits is not None:
             return np.broadcast_to(self.table_logits, (obs.shape[0], self.table_logits.shape[0]))
-        return self._mlp(self.actor, obs)
+        return self._mlp(self.actor, obs, self.activation)
 
     def value(self, obs: np.ndarray) -> np.ndarray:
         if self.table_value is not None:
             return np.broadcast_to(self.table_value, (obs.shape[0],))
-        return self._mlp(self.critic, obs)[:, 0]
+        return self._mlp(self.critic, obs, self.critic_activation)[:, 0]
 
 
 def numpy_supported(activation: str) -> bool:
     return _NP_ACT.get(activation) is not None
 
 
-def build_policy(obs_dim: int, action_dim: int, discrete: bool, policy: str = "mlp",
-                 hidden_sizes: Sequence[int] = (64, 64), activation: str = "tanh",
+def build_policy(obs_dim: int, action_dim: int, discrete: bool, policy: str = "mlp", *,
+                 actor_hidden_sizes: Sequence[int] = (64, 64), critic_hidden_sizes: Sequence[int] = (64, 64),
+                 actor_activation: str = "tanh", critic_activation: str = "tanh", ortho_init: bool = True,
                  init_log_std: float = 0.0) -> ActorCritic:
-    """Build the policy named by ``policy`` ('mlp' or 'tabular') for the given space sizes."""
+    """Build the policy named by ``policy`` ('mlp' or 'tabular') for the given space sizes; the keywords are
+    ``PPOConfig.network()``."""
     if policy == "tabular":
         if not discrete:
             raise ConfigError("agent.policy='tabular' is invalid for this env: it needs a Discrete action space "
                               "(use agent.policy=mlp)")
         return TabularActorCritic(action_dim)
-    return MLPActorCritic(obs_dim, action_dim, discrete, hidden_sizes, activation, init_log_std)
+    return MLPActorCritic(obs_dim, action_dim, discrete, actor_hidden_sizes, actor_activation, init_log_std,
+                          critic_hidden_sizes=critic_hidden_sizes, critic_activation=critic_activation,
+                          ortho_init=ortho_init)
 
 
 def space_dims(envs_: object) -> tuple[int, int, bool]:

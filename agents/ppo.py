@@ -151,8 +151,7 @@ class PPOAgent:
                  rng: np.random.Generator):
         self.cfg = cfg
         self.rng = rng
-        self.policy: ActorCritic = build_policy(obs_dim, action_dim, discrete, cfg.policy, cfg.hidden_sizes,
-                                                cfg.activation, cfg.init_log_std)
+        self.policy: ActorCritic = build_policy(obs_dim, action_dim, discrete, **cfg.network())
         self.optimizer = FlatAdam(self.policy.parameters(), lr=cfg.learning_rate, eps=1e-5)
         self.obs_norm: Optional[ObsNormalizer] = ObsNormalizer(obs_dim, cfg.clip_obs) if cfg.normalize_obs else None
         """Observation statistics: part of what defines the policy (checkpoints and evaluation carry them)."""

@@ -51,7 +51,8 @@ def make_inference(policy: ActorCritic, backend: str = "numpy",
         return Inference(lambda obs: inner.dist_params(frozen.apply(obs)),
                          lambda obs: inner.value(frozen.apply(obs)), inner.log_std)
     log_std = None if policy.log_std is None else policy.log_std.detach().numpy().copy()
-    if backend == "numpy" and numpy_supported(getattr(policy, "activation", "tanh")):
+    if backend == "numpy" and all(numpy_supported(getattr(policy, name, "tanh"))
+                                  for name in ("activation", "critic_activation")):
         snap: PolicySnapshot = policy.snapshot()
         return Inference(snap.dist_params, snap.value, log_std)
 

@@ -70,7 +70,7 @@ def load_policy(state: dict[str, Any], key: str = "checkpoint") -> tuple[TrainCo
         raise ConfigError(f"{key}: the config saved in the checkpoint does not fit this version ({exc})") from None
     agent = train_cfg.agent
     try:
-        policy = build_policy(*dims, agent.policy, agent.hidden_sizes, agent.activation, agent.init_log_std)
+        policy = build_policy(*dims, **agent.network())
         policy.load_state_dict(weights)
     except (RuntimeError, ValueError, KeyError) as exc:
         raise ConfigError(f"{key}: the saved weights do not fit the saved network config "

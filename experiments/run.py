@@ -185,7 +185,7 @@ def _check_resume_overrides(overrides: Sequence[str], cfg: DictConfig, saved: Di
                               f"keeps its saved config): allowed overrides are {', '.join(RESUME_OVERRIDES)}")
 
 
-NETWORK_KEYS = ("policy", "hidden_sizes", "activation")
+NETWORK_KEYS = ("policy", "actor_hidden_sizes", "critic_hidden_sizes", "actor_activation", "critic_activation")
 
 
 def _check_compatible(state: dict, cfg: TrainConfig, key: str) -> None:
@@ -195,11 +195,26 @@ def _check_compatible(state: dict, cfg: TrainConfig, key: str) -> None:
     saved_env = saved.get("env", {}).get("id")
     if saved_env is not None and saved_env != cfg.env.id:
         raise ConfigError(f"{key}: the checkpoint was trained on env.id={saved_env!r}, not {cfg.env.id!r}")
+    try:
+        theirs_net = to_train_config(saved).agent.network() if saved else {}
+    except ConfigError:
+        theirs_net = {}
+    ours_net = cfg.agent.network()
     for name in NETWORK_KEYS:
-        theirs, ours = saved.get("agent", {}).get(name), getattr(cfg.agent, name)
+        theirs, ours = theirs_net.get(name), ours_net[name]
         if theirs is not None and theirs != ours:
-            raise ConfigError(f"{key}: the checkpoint's network has agent.{name}={theirs!r}, this run "
-                              f"agent.{name}={ours!r}: use the same network")
+            shown = _shared_key(name, theirs_net, ours_net)
+            raise ConfigError(f"{key}: the checkpoint's network has agent.{shown}={theirs!r}, this run "
+                              f"agent.{shown}={ours!r}: use the same network")
+
+
+def _shared_key(name: str, theirs: dict, ours: dict) -> str:
+    """The key a user wrote: ``hidden_sizes`` / ``activation`` when actor and critic agree on both sides, else the
+    actor's or critic's own key."""
+    if not name.startswith("actor_"):
+        return name
+    critic = name.replace("actor_", "critic_")
+    return name[len("actor_"):] if theirs[critic] == theirs[name] and ours[critic] == ours[name] else name
 
 
 def run_training(cfg: DictConfig, output_dir: str | Path, overrides: Sequence[str] = ()) -> float:

@@ -1,0 +1,60 @@
+"""Network options: per-network sizes and activations, orthogonal init on/off, the NumPy snapshot's parity."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from agents import PPOConfig
+from agents.config import ConfigError
+from agents.networks import build_policy
+from agents.rollout import make_inference
+
+
+def linears(seq: nn.Sequential) -> list[nn.Linear]:
+    return [m for m in seq if isinstance(m, nn.Linear)]
+
+
+def test_actor_and_critic_get_their_own_sizes_and_activations():
+    cfg = PPOConfig(hidden_sizes=[64, 64], actor_hidden_sizes=[32], critic_hidden_sizes=[16, 8],
+                    critic_activation="relu")
+    torch.manual_seed(0)
+    policy = build_policy(5, 3, False, **cfg.network())
+    assert [layer.out_features for layer in linears(policy.actor)] == [32, 3]
+    assert [layer.out_features for layer in linears(policy.critic)] == [16, 8, 1]
+    assert isinstance(policy.actor[1], nn.Tanh) and isinstance(policy.critic[1], nn.ReLU)
+    obs = torch.randn(7, 5)
+    # the NumPy inference path computes the same numbers with each network's own activation
+    inference = make_inference(policy, "numpy")
+    np.testing.assert_allclose(inference.dist_params(obs.numpy()), policy.dist_params(obs).detach().numpy(),
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(inference.value(obs.numpy()), policy.value(obs).detach().numpy(), rtol=1e-5,
+                               atol=1e-6)
+
+
+@pytest.mark.parametrize("ortho", [True, False])
+def test_orthogonal_init_can_be_switched_off(ortho):
+    torch.manual_seed(0)
+    policy = build_policy(8, 2, True, **PPOConfig(ortho_init=ortho).network())
+    hidden = linears(policy.actor)[1].weight.detach().double()  # 64 × 64
+    gram = hidden @ hidden.T
+    is_orthogonal = torch.allclose(gram, 2.0 * torch.eye(64, dtype=torch.float64), atol=1e-5)  # gain √2
+    assert is_orthogonal == ortho
+    out = linears(policy.actor)[-1]
+    assert (float(out.bias.detach().abs().max()) == 0.0) == ortho  # zero biases with ortho init, PyTorch's uniform without
+    if ortho:
+        assert float(torch.linalg.matrix_norm(out.weight.detach(), 2)) == pytest.approx(0.01, rel=1e-4)
+    else:
+        bound = 1 / math.sqrt(64)  # PyTorch's default: U(−1/√fan_in, 1/√fan_in)
+        assert float(out.weight.abs().max()) <= bound
+
+
+@pytest.mark.parametrize("key, value", [("actor_activation", "sigmoid"), ("critic_hidden_sizes", []),
+                                        ("ortho_init", "yes")])
+def test_network_options_are_validated(key, value):
+    with pytest.raises(ConfigError, match=f"agent.{key}="):
+        PPOConfig(**{key: value}).validate(4)

@@ -18,6 +18,12 @@ from agents.spaces import check_autoreset, space_spec
 VECTORIZATION_MODES = ("auto", "vector_entry_point", "sync", "async")
 AUTORESET_MODES = ("auto", "next_step", "same_step")
 
+# Simulators that live in an extra of this package (setup.cfg): the module an env imports → the extra to install,
+# and the Gymnasium env family (entry-point prefix) that needs it, for an import error that does not say which
+# module was missing.
+SIMULATOR_EXTRAS = {"mujoco": "mujoco", "Box2D": "box2d"}
+SIMULATOR_FAMILIES = {"gymnasium.envs.mujoco": "mujoco", "gymnasium.envs.box2d": "Box2D"}
+
 
 @dataclass
 class EnvConfig:
@@ -73,6 +79,23 @@ def _spec(env_id: str) -> gym.envs.registration.EnvSpec:
                           f"({first_line(exc)})") from None
 
 
+def _missing_simulator(spec: gym.envs.registration.EnvSpec, exc: BaseException) -> Optional[str]:
+    """The simulator module (a key of ``SIMULATOR_EXTRAS``) whose failed import ``exc`` reports, or None.
+
+    Gymnasium re-raises a failed ``import mujoco`` / ``import Box2D`` as ``DependencyNotInstalled`` with the
+    ``ImportError`` as its cause; the cause's module name says which one failed, and the env's family says it when
+    the import error carries no name."""
+    if not isinstance(exc, (ImportError, gym.error.DependencyNotInstalled)):
+        return None
+    cause = exc if isinstance(exc, ImportError) else exc.__cause__
+    name = getattr(cause, "name", None) if isinstance(cause, ImportError) else None
+    if name:
+        top = name.split(".")[0]
+        return top if top in SIMULATOR_EXTRAS else None
+    entry = spec.entry_point if isinstance(spec.entry_point, str) else getattr(spec.entry_point, "__module__", "")
+    return next((module for prefix, module in SIMULATOR_FAMILIES.items() if (entry or "").startswith(prefix)), None)
+
+
 def check_spaces(observation_space: spaces.Space, action_space: spaces.Space, env_id: str) -> None:
     """Refuse observation/action spaces the agent cannot handle, with a one-line reason."""
     space_spec(observation_space, action_space, env_id)
@@ -83,7 +106,8 @@ def make_vec_env(cfg: EnvConfig, num_envs: Optional[int] = None) -> gym.vector.V
 
     The native vector env (``vector_entry_point``, e.g. CartPole's, ~10× faster than sync here) is taken when
     the env has one and no kwargs, autoreset mode or time limit ask for a wrapped single env. Box actions are
-    clipped to the space's bounds on the way in (the agent stores the unclipped sample for its log-prob).
+    clipped to the space's bounds on the way in (the agent stores the unclipped sample for its log-prob). A Box2D
+    or MuJoCo env whose simulator cannot be imported is refused in one line naming the extra to install.
     """
     cfg.validate()
     n = cfg.num_envs if num_envs is None else num_envs
@@ -108,7 +132,16 @@ def make_vec_env(cfg: EnvConfig, num_envs: Optional[int] = None) -> gym.vector.V
                              **make_kwargs)
     except ConfigError:
         raise
-    except (TypeError, ValueError, gym.error.Error) as exc:
+    except (ImportError, TypeError, ValueError, gym.error.Error) as exc:
+        module = _missing_simulator(spec, exc)
+        if module is not None:
+            extra = SIMULATOR_EXTRAS[module]
+            cause = exc if isinstance(exc, ImportError) else exc.__cause__
+            why = f" ({first_line(cause)})" if cause is not None else ""
+            raise ConfigError(f"env.id={cfg.id!r} needs the {module} simulator, which could not be imported{why}: "
+                              f'install the {extra} extra with pip install -e ".[{extra}]"') from None
+        if isinstance(exc, ImportError):  # another module of a user's env: their traceback says more
+            raise
         message = first_line(exc)
         raise ConfigError(f"env.id={cfg.id!r} could not be made with env.kwargs={dict(cfg.kwargs)!r} and "
                           f"vectorization_mode={mode!r}: {message}") from None

@@ -11,7 +11,10 @@ import torch
 
 from agents.config import ConfigError, first_line
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: the trainer state has one generator per stream (``agents/seeding.py``) and the env-state record says what
+it could not capture. Format 1 checkpoints still load for evaluation and as init/ref checkpoints, not for resume."""
+READABLE_FORMATS = (1, 2)
 CHECKPOINT_NAME = "checkpoint.pt"
 
 
@@ -63,7 +66,7 @@ def load_checkpoint(path: Union[str, Path], key: str = "checkpoint") -> dict[str
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means a corrupt or foreign file
         reason = first_line(exc)
         raise ConfigError(f"{key}={str(path)!r} is invalid: not a readable checkpoint ({reason[:160]})") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
+    if not isinstance(state, dict) or state.get("format") not in READABLE_FORMATS:
         raise ConfigError(f"{key}={str(path)!r} is invalid: not a checkpoint of this package "
                           f"(format {FORMAT_VERSION})")
     return state

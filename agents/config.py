@@ -46,7 +46,7 @@ class PPOConfig:
     """ε of the clipped surrogate: the ratio π/π_old is clipped to [1−ε, 1+ε]."""
     vf_coef: float = 0.25
     """Weight of the value loss in the total loss (c₁). The value loss is the plain MSE (no ½), so 0.25 here
-    weighs the critic as CleanRL's and SB3's 0.5 on ½·MSE do."""
+    weighs the critic as CleanRL's 0.5 on ½·MSE does (SB3's value loss is plain MSE too: its 0.5 is 0.5 here)."""
     entropy_coef: float = 0.01
     """Weight of the entropy bonus, subtracted from the loss (the seeds' c₂)."""
     norm_adv: bool = True
@@ -69,7 +69,8 @@ class PPOConfig:
     """Adaptive β on KL(π_θ ‖ π_ref) to the frozen reference: after each iteration double β when
     KL > 1.5·kl_target, halve it when KL < kl_target/1.5 (the doubling/halving rule of the PPO paper's adaptive-KL
     variant, §4, applied to the reference policy rather than to π_old; RLHF implementations, e.g. Ziegler et al.
-    2019, steer the same β with a proportional controller instead)."""
+    2019, steer the same β with a proportional controller instead). KL is the iteration's mean over its minibatches,
+    each measured before its own gradient step."""
     normalize_obs: bool = False
     """Normalise observations by running per-dimension mean/std (``agents/normalization.py``); the statistics are
     part of the agent: checkpointed, restored on resume, applied frozen by evaluation."""

@@ -62,6 +62,10 @@ class ObsNormalizer:
         _load_rms(self.rms, state)
         self.clip = float(state["clip"])
 
+    def load_statistics(self, state: dict) -> None:
+        """Only the running mean/variance of ``state`` (fine-tuning keeps its own ``clip``)."""
+        _load_rms(self.rms, state)
+
     @classmethod
     def from_agent_state(cls, agent_state: dict) -> Optional["ObsNormalizer"]:
         """The statistics saved in a checkpoint's ``agent`` state; None if the agent did not normalise."""

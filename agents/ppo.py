@@ -169,7 +169,7 @@ class PPOAgent:
         if self.ref_policy is not None:
             self.ref_policy.load_state_dict(agent_state["policy"])
         if self.obs_norm is not None and agent_state.get("obs_norm") is not None:
-            self.obs_norm.load_state_dict(agent_state["obs_norm"])
+            self.obs_norm.load_statistics(agent_state["obs_norm"])  # they go on learning from the new run's data
 
     def set_reference(self, state_dict: dict) -> None:
         """Use the weights in ``state_dict`` (e.g. a loaded checkpoint's policy) as the frozen π_ref."""

@@ -11,11 +11,12 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
+from gymnasium.vector import AutoresetMode
 from tqdm.auto import tqdm
 
 from agents import envstate
 from agents.checkpoint import save_checkpoint
-from agents.config import PPOConfig
+from agents.config import ConfigError, PPOConfig
 from agents.evaluation import EvalResult, evaluate_policy
 from agents.logger import TensorBoardLogger
 from agents.normalization import RewardScaler
@@ -73,7 +74,9 @@ class Trainer:
                  init_agent: Optional[dict] = None):
         cfg.validate(envs.num_envs)
         self.spec = vector_space_spec(envs)
-        check_autoreset(envs)
+        if check_autoreset(envs) != AutoresetMode.SAME_STEP and cfg.advantage == "group":
+            raise ConfigError("agent.advantage='group' needs every step of a rollout to be a sample: use a vector "
+                              "env with SameStep autoreset (env.autoreset_mode=same_step), or agent.advantage=gae")
         self.cfg, self.envs = cfg, envs
         self.seed = seed
         self.total_timesteps = total_timesteps
@@ -103,6 +106,8 @@ class Trainer:
         self.iteration = 0
         self.global_step = 0
         self.solved_step: Optional[int] = None
+        self.final_eval: Optional[tuple[int, EvalResult]] = None
+        """(iteration, result) of the last final evaluation: a resume with nothing to train reports it again."""
         self.stopped_under: Optional[tuple[int, float]] = None
         """(total_timesteps, stop_return) when ``stop_return`` stopped the run. A resumed run trains further when
         either changed: a larger budget, or another (or no) threshold."""
@@ -116,6 +121,9 @@ class Trainer:
             "global_step": self.global_step,
             "solved_step": self.solved_step,
             "stopped_under": None if self.stopped_under is None else list(self.stopped_under),
+            "final_eval": None if self.final_eval is None else {
+                "iteration": self.final_eval[0], "returns": torch.from_numpy(self.final_eval[1].returns.copy()),
+                "lengths": torch.from_numpy(np.asarray(self.final_eval[1].lengths).copy())},
             "recent_returns": list(self.recent_returns),
             "rng": self.collector.rng.bit_generator.state,
             "minibatch_rng": self.agent.rng.bit_generator.state,
@@ -138,6 +146,9 @@ class Trainer:
         self.iteration = int(state["iteration"])
         self.global_step = int(state["global_step"])
         self.solved_step = state["solved_step"]
+        final = state.get("final_eval")
+        self.final_eval = None if final is None else (
+            int(final["iteration"]), EvalResult(final["returns"].numpy().copy(), final["lengths"].numpy().copy()))
         stopped_under = state.get("stopped_under")
         self.stopped_under = None if stopped_under is None else (int(stopped_under[0]), float(stopped_under[1]))
         self.recent_returns.extend(state["recent_returns"])
@@ -225,11 +236,15 @@ class Trainer:
             bar.close()
         result.checkpoint = self.save()
         if not result.interrupted and self.eval_episodes > 0 and self.make_eval_envs:
-            result.eval = self.evaluate(self.eval_episodes, final=True)
-            if self.stop_return is not None and not stopped and result.eval.mean >= self.stop_return:
-                self.solved_step = self.global_step
-        if result.eval is not None:
-            self._scalars({"eval/mean_return": result.eval.mean, "eval/std_return": result.eval.std})
+            if self.final_eval is not None and self.final_eval[0] == self.iteration:
+                result.eval = self.final_eval[1]  # nothing trained since: the run's final evaluation stands
+            else:
+                result.eval = self.evaluate(self.eval_episodes, final=True)
+                if self.stop_return is not None and not stopped and result.eval.mean >= self.stop_return:
+                    self.solved_step = self.global_step
+                self._scalars({"eval/mean_return": result.eval.mean, "eval/std_return": result.eval.std})
+                self.final_eval = (self.iteration, result.eval)
+                result.checkpoint = self.save()  # the final evaluation is part of the run's state
         if self.logger is not None:
             self.logger.flush()
         result.global_step, result.iterations = self.global_step, self.iteration

@@ -61,7 +61,7 @@ class EnvConfig:
                               "must be an integer ≥ 1, or null for the registered limit")
 
 
-def _spec(env_id: str) -> gym.envs.registration.EnvSpec:
+def env_spec(env_id: str) -> gym.envs.registration.EnvSpec:
     """The registered spec of ``env_id``; Gymnasium's ``module:EnvId`` form imports ``module`` first (the module
     registers the env on import), as ``gym.make`` does — ``gym.spec`` alone does not import it."""
     module, _, name = env_id.rpartition(":")
@@ -111,7 +111,7 @@ def make_vec_env(cfg: EnvConfig, num_envs: Optional[int] = None) -> gym.vector.V
     """
     cfg.validate()
     n = cfg.num_envs if num_envs is None else num_envs
-    spec = _spec(cfg.id)
+    spec = env_spec(cfg.id)
     mode = cfg.vectorization_mode
     if mode == "auto":
         native = spec.vector_entry_point is not None and not cfg.kwargs and cfg.autoreset_mode != "same_step" \

@@ -31,7 +31,7 @@ from agents.normalization import ObsNormalizer
 from agents.rollout import Inference, make_inference, select_actions
 from agents.spaces import space_spec
 from conf import CONF_DIR
-from envs.vector import make_vec_env, space_dims
+from envs.vector import env_spec, make_vec_env, space_dims
 from experiments.config import EvaluateConfig, TrainConfig
 from experiments.run import hydra_one_line_errors, to_train_config, user_errors
 
@@ -83,7 +83,7 @@ def _make_render_env(train_cfg: TrainConfig) -> gym.Env:
     kwargs = dict(env_cfg.kwargs)
     if env_cfg.max_episode_steps is not None:
         kwargs["max_episode_steps"] = env_cfg.max_episode_steps
-    spec = gym.spec(env_cfg.id)
+    spec = env_spec(env_cfg.id)  # imports the module of a 'module:EnvId' id, as training does
     creator = spec.entry_point if callable(spec.entry_point) else gym.envs.registration.load_env_creator(
         spec.entry_point)
     modes = getattr(creator, "metadata", {}).get("render_modes")
@@ -94,7 +94,7 @@ def _make_render_env(train_cfg: TrainConfig) -> gym.Env:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # an undeclared render_mode warns; a refusal raises, handled below
-            env = gym.make(env_cfg.id, render_mode="rgb_array", **kwargs)
+            env = gym.make(spec.id, render_mode="rgb_array", **kwargs)
     except (TypeError, ValueError, gym.error.Error) as exc:
         raise ConfigError(f"video=true is unavailable: env.id={env_cfg.id!r} could not be made with "
                           f"render_mode='rgb_array' ({first_line(exc)[:160]})") from None

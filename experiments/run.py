@@ -14,7 +14,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from agents import NumericalError, Trainer
-from agents.checkpoint import CHECKPOINT_NAME, load_checkpoint, resolve_checkpoint
+from agents.checkpoint import CHECKPOINT_NAME, FORMAT_VERSION, load_checkpoint, resolve_checkpoint
 from agents.config import ConfigError, first_line
 from agents.envstate import IncompleteEnvState
 from agents.logger import TensorBoardLogger
@@ -172,16 +172,32 @@ def _plain_value(cfg: DictConfig, key: str):
     return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
-def _check_resume_overrides(overrides: Sequence[str], cfg: DictConfig, saved: DictConfig) -> None:
-    """Refuse an override that would make the resumed run a different run; restating the saved value (the same
-    command again with ``resume=`` added) is accepted."""
+_ABSENT = object()
+
+
+def _original_overrides(run_dir: Path) -> list[str]:
+    """The overrides the run was started with (Hydra's ``.hydra/overrides.yaml``), if that file is there."""
+    path = run_dir / ".hydra" / "overrides.yaml"
+    try:
+        return [str(o) for o in OmegaConf.load(path)] if path.is_file() else []
+    except Exception:  # noqa: BLE001 - an unreadable record only means fewer restatements are recognised
+        return []
+
+
+def _check_resume_overrides(overrides: Sequence[str], cfg: DictConfig, saved: DictConfig,
+                            original: Sequence[str] = ()) -> None:
+    """Refuse an override that would make the resumed run a different run. Restating the run's own command (the
+    same command again with ``resume=`` added) is accepted: an override the run was started with, or a key whose
+    value equals the saved one (null included)."""
     for item in overrides:
         key = _override_key(item)
-        if key in RESUME_OVERRIDES:
+        if key in RESUME_OVERRIDES or item in original:
             continue
-        ours, theirs = _plain_value(cfg, key), _plain_value(saved, key)
-        if item.startswith("~") or ours != theirs or OmegaConf.select(saved, key, default=None) is None:
-            raise ConfigError(f"{key} cannot be overridden when resuming (the run has {key}={theirs!r}; a resumed run "
+        theirs = OmegaConf.select(saved, key, default=_ABSENT)
+        ours = _plain_value(cfg, key)
+        if item.startswith("~") or theirs is _ABSENT or ours != _plain_value(saved, key):
+            shown = "no such key" if theirs is _ABSENT else f"{key}={_plain_value(saved, key)!r}"
+            raise ConfigError(f"{key} cannot be overridden when resuming (the run has {shown}; a resumed run "
                               f"keeps its saved config): allowed overrides are {', '.join(RESUME_OVERRIDES)}")
 
 
@@ -200,12 +216,24 @@ def _check_compatible(state: dict, cfg: TrainConfig, key: str) -> None:
     except ConfigError:
         theirs_net = {}
     ours_net = cfg.agent.network()
+    theirs_norm = saved.get("agent", {}).get("normalize_obs", False)
+    if theirs_norm != cfg.agent.normalize_obs:
+        raise ConfigError(f"{key}: the checkpoint's policy was trained with agent.normalize_obs={theirs_norm}, this "
+                          f"run has agent.normalize_obs={cfg.agent.normalize_obs}: its weights expect "
+                          f"{'normalised' if theirs_norm else 'raw'} observations")
     for name in NETWORK_KEYS:
         theirs, ours = theirs_net.get(name), ours_net[name]
         if theirs is not None and theirs != ours:
             shown = _shared_key(name, theirs_net, ours_net)
             raise ConfigError(f"{key}: the checkpoint's network has agent.{shown}={theirs!r}, this run "
                               f"agent.{shown}={ours!r}: use the same network")
+
+
+def _load_error_detail(exc: BaseException) -> str:
+    """The informative line of a ``load_state_dict`` error (its first line is only a header)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    detail = next((line for line in lines[1:] if "size mismatch" in line or "Missing key" in line), None)
+    return detail or first_line(exc)
 
 
 def _shared_key(name: str, theirs: dict, ours: dict) -> str:
@@ -229,16 +257,24 @@ def run_training(cfg: DictConfig, output_dir: str | Path, overrides: Sequence[st
             raise ConfigError(f"resume={resume!r} is invalid: give a checkpoint file or run folder")
         ckpt = resolve_checkpoint(resume, key="resume")
         state = load_checkpoint(ckpt, key="resume")
+        if state["format"] != FORMAT_VERSION:
+            raise ConfigError(f"resume={resume!r} is invalid: the checkpoint was written by an older version of this "
+                              f"package (format {state['format']}, now {FORMAT_VERSION}), whose training state cannot "
+                              "continue exactly; it can still be evaluated or used as init_checkpoint")
         saved = OmegaConf.create(state["run"]["config"])
         user_overrides = [o for o in overrides if not o.startswith("hydra")]
-        _check_resume_overrides(user_overrides, cfg, saved)
+        _check_resume_overrides(user_overrides, cfg, saved, _original_overrides(ckpt.parent))
         for item in user_overrides:  # only what the user gave on this command line replaces the saved values
             name = _override_key(item)
             if name in RESUME_OVERRIDES[1:]:
                 OmegaConf.update(saved, name, OmegaConf.select(cfg, name), force_add=True)
+        # an opt-in for this resume only: the saved config keeps false, so the next resume asks again
+        allow_inexact = bool(OmegaConf.select(saved, "allow_inexact_resume", default=False))
+        saved.allow_inexact_resume = False
         saved.resume = resume
         cfg = saved
         train_cfg = to_train_config(saved)
+        train_cfg.allow_inexact_resume = allow_inexact
         run_dir = ckpt.parent
     torch.set_num_threads(train_cfg.torch_threads)
 
@@ -279,7 +315,7 @@ def run_training(cfg: DictConfig, output_dir: str | Path, overrides: Sequence[st
         if isinstance(exc, ConfigError):
             raise
         raise ConfigError(f"{key}: the checkpoint does not fit this env/network "
-                          f"({first_line(exc)[:160]})") from None
+                          f"({_load_error_detail(exc)[:200]})") from None
 
     tb_dir = run_dir / "tb"
     # On resume, TensorBoard drops events an interrupted run wrote after its checkpoint (steps > global_step).

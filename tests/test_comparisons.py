@@ -159,10 +159,11 @@ def test_stopped_run_returns_the_new_evaluation_and_resumes_when_the_budget_grow
     assert values["hparams/final_eval_return"][-1][1] == pytest.approx(final)
     assert checkpoint(run)["global_step"] == batch
 
-    # the same budget: nothing left to train
+    # the same budget: nothing left to train, and the final evaluation is neither repeated nor logged again
     code, err = run_main(monkeypatch, capsys, f"resume={run}")
     assert code == 0, err
     assert checkpoint(run)["global_step"] == batch
+    assert scalars(run)["eval/mean_return"] == values["eval/mean_return"]
     # a larger budget without the stop rule trains to it
     code, err = run_main(monkeypatch, capsys, f"resume={run}", "total_timesteps=768", "eval.stop_return=null")
     assert code == 0, err
@@ -181,10 +182,18 @@ def test_resume_accepts_restating_a_saved_value_and_refuses_a_different_one(monk
     code, err = run_main(monkeypatch, capsys, "env=bandit", "seed=4", f"resume={run}", "total_timesteps=512")
     assert code == 0, err
     assert checkpoint(run)["global_step"] == 512
+    # null values and the run's own group choice restate too
+    code, err = run_main(monkeypatch, capsys, "env=bandit", "agent.target_kl=null", "seed=4", f"resume={run}",
+                         "total_timesteps=640")
+    assert code == 0, err
+    code, err = run_main(monkeypatch, capsys, "env=cartpole", f"resume={run}", "total_timesteps=1024")
+    assert code == 2 and err.startswith("error: env cannot be overridden when resuming"), err
+    code, err = run_main(monkeypatch, capsys, "~tuned", f"resume={run}", "total_timesteps=1024")
+    assert code == 2 and err.startswith("error: tuned cannot be overridden when resuming"), err
     code, err = run_main(monkeypatch, capsys, "seed=5", f"resume={run}", "total_timesteps=1024")
     assert code == 2 and err.startswith("error: seed cannot be overridden when resuming (the run has seed=4"), err
     assert err.count("\n") == 1
-    assert checkpoint(run)["global_step"] == 512  # nothing lost
+    assert checkpoint(run)["global_step"] == 640  # nothing lost
 
 
 # --- fine-tuning from a checkpoint ----------------------------------------------------------------------------
@@ -290,6 +299,14 @@ def test_bandit_converges_with_group_advantages(scale):
     assert torch.softmax(logits, 0)[1] > 0.9
 
 
+def test_group_advantages_need_same_step_autoreset_before_any_work():
+    envs = make_vec_env(EnvConfig(id="SoftmaxBandit-v0", num_envs=4, vectorization_mode="sync",
+                                  autoreset_mode="next_step"))
+    with pytest.raises(ConfigError, match="agent.advantage='group' needs every step of a rollout to be a sample"):
+        Trainer(bandit_cfg(advantage="group"), envs, 1024, 0)
+    envs.close()
+
+
 def test_group_advantages_are_refused_where_states_differ(monkeypatch, capsys, tmp_path):
     code, err = run_main(monkeypatch, capsys, "agent.advantage=group", "total_timesteps=1024",
                          f"hydra.run.dir={tmp_path}")
@@ -342,6 +359,10 @@ def test_users_module_env_id_and_discrete_start_learn_the_best_action(tmp_path):
     assert "eval: mean_return=1.00" in proc.stderr + proc.stdout
     probs = policy_probs(checkpoint(run))
     assert probs.argmax() == 0 and probs[0] > 0.9  # index 0 is arm -1
+    proc = subprocess.run([sys.executable, "-m", "experiments.evaluate", f"checkpoint={run}", "episodes=5",
+                           "video=true"], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr.startswith("error: video=true is unavailable: env.id='my_envs_pkg.envs:OffsetBandit-v0'")
 
 
 def test_module_env_id_that_does_not_import_or_register_is_one_line(monkeypatch, capsys, tmp_path):
@@ -412,6 +433,10 @@ def test_resume_of_an_env_whose_state_is_not_captured_is_refused_or_explicitly_i
     code, err = run_main(monkeypatch, capsys, f"resume={run}", "total_timesteps=256", "allow_inexact_resume=true")
     assert code == 0, err
     assert checkpoint(run)["global_step"] == 256
+    # the opt-in held for that resume only
+    code, err = run_main(monkeypatch, capsys, f"resume={run}", "total_timesteps=384")
+    assert code == 2 and "allow_inexact_resume=true" in err, err
+    assert checkpoint(run)["global_step"] == 256
 
 
 # --- learning-rate schedule and the value-loss weight ---------------------------------------------------------
@@ -438,3 +463,27 @@ def test_generic_vf_coef_weighs_the_critic_as_cleanrls_half_on_half_mse(repo_roo
                                  entropy_coef=0.0, entropy=zeros)
     cleanrl = 0.5 * (0.5 * ((values - returns) ** 2).mean())  # CleanRL: v_loss = 0.5 * mse; loss += vf_coef * v_loss
     assert float(out["total_loss"]) == pytest.approx(float(cleanrl))
+
+
+def test_init_checkpoint_with_other_observation_normalisation_is_refused(monkeypatch, capsys, tmp_path, bandit_base):
+    code, err = run_main(monkeypatch, capsys, "env=bandit", "agent.normalize_obs=true",
+                         f"init_checkpoint={bandit_base}", f"hydra.run.dir={tmp_path}")
+    assert code == 2 and err.startswith("error: init_checkpoint: the checkpoint's policy was trained with "
+                                        "agent.normalize_obs=False, this run has agent.normalize_obs=True"), err
+
+
+def test_checkpoint_of_an_older_format_evaluates_but_does_not_resume(monkeypatch, capsys, tmp_path, bandit_base):
+    from agents.checkpoint import save_checkpoint
+
+    state = checkpoint(bandit_base)
+    del state["minibatch_rng"]
+    run = tmp_path / "old"
+    save_checkpoint(state, run / "checkpoint.pt")
+    raw = torch.load(run / "checkpoint.pt", weights_only=True)
+    raw["format"] = 1
+    torch.save(raw, run / "checkpoint.pt")
+    code, err = run_main(monkeypatch, capsys, f"resume={run}", "total_timesteps=8192")
+    assert code == 2 and "written by an older version of this package (format 1" in err and err.count("\n") == 1
+    proc = subprocess.run([sys.executable, "-m", "experiments.evaluate", f"checkpoint={run}", "episodes=10"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and '"mean_return": 1.0' in proc.stdout, proc.stderr[-2000:]

@@ -37,7 +37,7 @@ def train(policy, optimizer, steps: int, clip: float, seed: int = 0, reference: 
 
 def pair(lr: float = 1e-3):
     torch.manual_seed(0)
-    ref = build_policy(3, 2, discrete=False, hidden_sizes=[16, 16])
+    ref = build_policy(3, 2, False, actor_hidden_sizes=[16, 16], critic_hidden_sizes=[16, 16])
     flat = copy.deepcopy(ref)
     return (ref, torch.optim.Adam(ref.parameters(), lr=lr, eps=1e-5, foreach=True),
             flat, FlatAdam(flat.parameters(), lr=lr, eps=1e-5))
@@ -88,7 +88,7 @@ def test_state_dict_round_trips_through_torch_adam():
 
 def test_a_state_dict_of_another_network_is_refused():
     _, ref_opt, _, _ = pair()
-    small = FlatAdam(build_policy(3, 2, discrete=True, hidden_sizes=[8]).parameters(), lr=1e-3)
+    small = FlatAdam(build_policy(3, 2, True, actor_hidden_sizes=[8], critic_hidden_sizes=[8]).parameters(), lr=1e-3)
     with pytest.raises(ValueError):
         small.load_state_dict(ref_opt.state_dict())
 

@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 
 import experiments.config  # noqa: F401  (registers the schema, as the entry point does)
 from agents.config import ConfigError, PPOConfig
-from envs.vector import EnvConfig, _missing_simulator, _spec, make_vec_env
+from envs.vector import EnvConfig, _missing_simulator, env_spec, make_vec_env
 from experiments.run import to_train_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -229,9 +229,9 @@ def test_only_a_simulator_import_is_mapped_to_an_extra():
         exc.__cause__ = ModuleNotFoundError(f"No module named {name!r}", name=name)
         return exc
 
-    assert _missing_simulator(_spec("CarRacing-v3"), not_installed("pygame")) is None
-    assert _missing_simulator(_spec("CarRacing-v3"), not_installed("Box2D")) == "Box2D"
-    assert _missing_simulator(_spec("Hopper-v5"), not_installed("mujoco")) == "mujoco"
-    assert _missing_simulator(_spec("Hopper-v5"), ImportError("no name")) == "mujoco"  # by the env's family
-    assert _missing_simulator(_spec("Acrobot-v1"), ImportError("no name")) is None
-    assert _missing_simulator(_spec("Hopper-v5"), ValueError("not an import")) is None
+    assert _missing_simulator(env_spec("CarRacing-v3"), not_installed("pygame")) is None
+    assert _missing_simulator(env_spec("CarRacing-v3"), not_installed("Box2D")) == "Box2D"
+    assert _missing_simulator(env_spec("Hopper-v5"), not_installed("mujoco")) == "mujoco"
+    assert _missing_simulator(env_spec("Hopper-v5"), ImportError("no name")) == "mujoco"  # by the env's family
+    assert _missing_simulator(env_spec("Acrobot-v1"), ImportError("no name")) is None
+    assert _missing_simulator(env_spec("Hopper-v5"), ValueError("not an import")) is None

@@ -9,6 +9,7 @@ Examples::
         --cleanrl-python ~/cleanrl/.venv/bin/python                 # CleanRL's ppo.py run live, side by side
     python -m experiments.benchmark --mode solve --seeds 10 --override agent.learning_rate=2e-3
     python -m experiments.benchmark --mode parity --seeds 10 --steps 50000 --json parity.json
+    python -m experiments.benchmark --mode scores --envs halfcheetah,hopper --seeds 3   # hours: not in --mode all
 
 What each report measures (every figure comes with its spread: min / median / max over repeats, or per seed):
 
@@ -36,6 +37,12 @@ What each report measures (every figure comes with its spread: min / median / ma
   same hyperparameters and seeds (the same fresh seeds as solve): evaluation returns at fixed steps and at the
   end, compared with a two-sample permutation test, and the largest difference between the first iteration's
   logged losses (same data).
+
+- **scores** (``experiments/scores.py``; not part of ``--mode all``, it takes hours): each task of ``--envs`` (config
+  names of ``conf/env/``) trained with its tuned config for its own budget, ``--seeds`` fresh seeds, ``--jobs`` runs
+  at a time as fresh ``python -m experiments.train`` processes into ``--out``; the final deterministic evaluations
+  (mean ± std over seeds, per seed), the last-100-training-episode mean, wall time per run and published anchors
+  with PASS/MISS, as a table, JSON, Markdown and learning-curve PNGs. Stopped, it continues where it was when rerun.
 
 Targets (issue 4) are printed as PASS/MISS. Timings depend on the machine, its load and the library versions:
 the header prints when and where they were measured (date, CPU model and count, torch threads, versions, load
@@ -65,7 +72,8 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 import torch
 
-MODES = ("throughput", "solve", "memory", "parity")
+MODES = ("throughput", "solve", "memory", "parity")  # --mode all
+SCORES_MODE = "scores"  # experiments/scores.py; hours long, so never part of --mode all
 
 # CleanRL's value loss is v_loss = 0.5 · mean((V − R)²) weighed by vf_coef = 0.5 (cleanrl/ppo.py); ours is the plain
 # mean of squared errors, no ½ (agents/losses.py: compute_value_loss). The same gradient therefore needs
@@ -955,18 +963,28 @@ def _jsonable(x: Any) -> Any:
     return x
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """Argument mistakes as one ``error:`` line (exit 2), like every other refusal of the package."""
+
+    def error(self, message: str):
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="ppo-benchmark", description=__doc__.split("\n\n")[0],
-                                epilog="\n\n".join(__doc__.split("\n\n")[1:3]),
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--mode", choices=MODES + ("all",), default="all")
+    p = _OneLineParser(prog="ppo-benchmark", description=__doc__.split("\n\n")[0],
+                       epilog="\n\n".join(__doc__.split("\n\n")[1:3]),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--mode", choices=MODES + (SCORES_MODE, "all"), default="all",
+                   help="all = throughput, solve, memory and parity; scores only when asked (hours)")
     p.add_argument("--env", default="CartPole-v1", help="Gymnasium id (default CartPole-v1)")
     p.add_argument("--steps", type=int, default=None,
                    help="env steps per run (default: 50k throughput, 100k solve budget and parity, "
-                        "the config's total_timesteps for memory)")
-    p.add_argument("--seeds", type=int, default=10, help="seeds for solve and parity (default 10)")
+                        "the config's total_timesteps for memory and scores)")
+    p.add_argument("--seeds", type=int, default=None, help="seeds for solve and parity (default 10) and scores "
+                                                            "(default 3)")
     p.add_argument("--first-seed", type=int, default=FIRST_SEED,
-                   help=f"first seed of solve and parity, also the seed of the throughput and memory runs "
+                   help=f"first seed of solve, parity and scores, also the seed of the throughput and memory runs "
                         f"(default {FIRST_SEED}: the tuned CartPole config was tuned on seeds "
                         f"{TUNED_SEEDS.start}-{TUNED_SEEDS.stop - 1}, so default seeds are {FIRST_SEED}..)")
     p.add_argument("--repeats", type=int, default=3,
@@ -984,7 +1002,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help="Python interpreter of an environment where CleanRL's ppo.py runs (it pins gymnasium "
                         "0.29.1, e.g. ~/cleanrl/.venv/bin/python; default: this interpreter)")
     p.add_argument("--json", type=Path, default=None,
-                   help="where to write the JSON results (default outputs/benchmark/<time>.json)")
+                   help="where to write the JSON results (default outputs/benchmark/<time>.json; scores: "
+                        "<out>/scores.json)")
     p.add_argument("--wall-runs", type=int, default=3,
                    help="fresh-process runs of each library for the wall-clock-including-start-up figure, "
                         "interleaved; their median and min-max are reported (0 = skip; default 3)")
@@ -993,11 +1012,21 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         "and the wall target are for 50,000)")
     p.add_argument("--eval-every-steps", type=int, default=2048,
                    help="time-to-solve: evaluate every this many env steps, both libraries (default 2048)")
-    p.add_argument("--eval-episodes", type=int, default=100, help="episodes per evaluation (default 100)")
+    p.add_argument("--eval-episodes", type=int, default=None,
+                   help="episodes per evaluation (default 100; scores: 100 for cheap tasks, 10 for MuJoCo ones)")
+    p.add_argument("--envs", default=None, metavar="WORD[,WORD...]",
+                   help="scores: tasks to train, config names of conf/env/ (e.g. cartpole,acrobot,halfcheetah), "
+                        "or 'all' (every one with a published anchor)")
+    p.add_argument("--jobs", type=int, default=2, help="scores: training runs at a time (default 2)")
+    p.add_argument("--out", type=Path, default=Path("outputs") / "scores",
+                   help="scores: where the runs go, as <out>/<word>/seed=<seed>/, with scores.json, scores.md and "
+                        "<word>/learning_curves.png (default outputs/scores); rerun into the same --out to "
+                        "continue a stopped benchmark")
     p.add_argument("--solve-return", type=float, default=None,
                    help="time-to-solve threshold (default: the env's reward_threshold, 475 for CartPole-v1)")
     args = p.parse_args(argv)
-    for name in ("steps", "seeds", "eval_every_steps", "eval_episodes", "repeats", "wall_steps"):
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    for name in ("steps", "seeds", "eval_every_steps", "eval_episodes", "repeats", "wall_steps", "jobs"):
         value = getattr(args, name)
         if value is not None and value < 1:
             p.error(f"--{name.replace('_', '-')} must be ≥ 1")
@@ -1005,6 +1034,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         p.error("--wall-runs must be ≥ 0")
     if args.first_seed < 0:
         p.error("--first-seed must be ≥ 0")
+    if args.seeds is None:
+        args.seeds = 3 if args.mode == SCORES_MODE else 10
+    if args.eval_episodes is None and args.mode != SCORES_MODE:  # scores picks it per task
+        args.eval_episodes = 100
     return args
 
 
@@ -1047,6 +1080,10 @@ def run_benchmark(argv: Optional[Sequence[str]] = None) -> dict:
     from envs.vector import make_vec_env
 
     args = parse_args(argv)
+    if args.mode == SCORES_MODE:
+        from experiments.scores import run_scores
+
+        return run_scores(args)
     modes = MODES if args.mode == "all" else (args.mode,)
     sb3 = sb3_available() and not args.no_sb3
     our_overrides = env_overrides(args.env) + list(args.override)

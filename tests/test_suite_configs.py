@@ -12,17 +12,16 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from gymnasium import spaces
 from gymnasium.error import DependencyNotInstalled
 from gymnasium.vector import AutoresetMode
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 import experiments.config  # noqa: F401  (registers the schema, as the entry point does)
 from agents.config import ConfigError, PPOConfig
 from envs.vector import EnvConfig, _missing_simulator, env_spec, make_vec_env
 from experiments.run import to_train_config
+from helpers import compose_cfg, yaml_leaves
 
 REPO = Path(__file__).resolve().parent.parent
 CONF = REPO / "conf"
@@ -46,25 +45,9 @@ SUITE = {
 PPO_KEYS = set(PPOConfig.__dataclass_fields__)
 
 
-def compose_cfg(overrides=()):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
-
-
-def leaves(node: dict, prefix: str = "") -> dict:
-    """Flat {dotted.key: value} of a nested dict (lists are values)."""
-    out = {}
-    for key, value in node.items():
-        if isinstance(value, dict) and value:
-            out.update(leaves(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def file_values(group: str, word: str) -> dict:
     """The values a config file states, read with plain YAML (not through Hydra)."""
-    return leaves(yaml.safe_load((CONF / group / f"{word}.yaml").read_text()) or {})
+    return yaml_leaves(CONF / group / f"{word}.yaml")
 
 
 def same(a, b) -> bool:

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -28,6 +27,7 @@ from agents.ppo import adapt_kl_coef
 from envs.vector import EnvConfig, make_vec_env
 from experiments.config import TrainConfig
 from experiments.run import to_train_config
+from helpers import compose_cfg, yaml_leaves
 
 REPO = Path(__file__).resolve().parent.parent
 CONF = REPO / "conf"
@@ -43,26 +43,6 @@ KL_TAGS = ("losses/kl_ref", "charts/kl_coef")
 
 
 # --- Hydra composition ---------------------------------------------------------------------------------------
-
-def compose_cfg(overrides=(), config_dir: Path = CONF, config_name: str = "config"):
-    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
-        return compose(config_name, overrides=list(overrides))
-
-
-def leaves(node, prefix=""):
-    """Flat {dotted.key: value} of a nested dict (lists are values)."""
-    out = {}
-    for key, value in node.items():
-        if isinstance(value, dict) and value:
-            out.update(leaves(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
-def yaml_leaves(path: Path) -> dict:
-    return leaves(yaml.safe_load(path.read_text()) or {})
-
 
 def get(cfg, dotted: str):
     return OmegaConf.select(cfg, dotted, throw_on_missing=False)

@@ -23,7 +23,7 @@ from agents.normalization import RewardScaler
 from agents.ppo import UPDATE_METRICS, PPOAgent
 from agents.rollout import Collector, RolloutBuffer, make_inference
 from agents.seeding import RunSeeds, reset_seed
-from agents.spaces import check_autoreset, vector_space_spec
+from agents.spaces import vector_space_spec
 
 
 class NumericalError(RuntimeError):
@@ -74,9 +74,6 @@ class Trainer:
                  init_agent: Optional[dict] = None):
         cfg.validate(envs.num_envs)
         self.spec = vector_space_spec(envs)
-        if check_autoreset(envs) != AutoresetMode.SAME_STEP and cfg.advantage == "group":
-            raise ConfigError("agent.advantage='group' needs every step of a rollout to be a sample: use a vector "
-                              "env with SameStep autoreset (env.autoreset_mode=same_step), or agent.advantage=gae")
         self.cfg, self.envs = cfg, envs
         self.seed = seed
         self.total_timesteps = total_timesteps
@@ -102,6 +99,9 @@ class Trainer:
         self.collector = Collector(envs, self.buffer, self.seeds.sampling_rng(),
                                    reset_seed(envs, self.seeds.train_envs()), self.spec,
                                    obs_norm=self.agent.obs_norm, reward_scaler=reward_scaler)
+        if cfg.advantage == "group" and self.collector.mode != AutoresetMode.SAME_STEP:
+            raise ConfigError("agent.advantage='group' needs every step of a rollout to be a sample: use a vector "
+                              "env with SameStep autoreset (env.autoreset_mode=same_step), or agent.advantage=gae")
         self.space = {"obs_dim": obs_dim, "action_dim": action_dim, "discrete": discrete}
         self.iteration = 0
         self.global_step = 0

@@ -13,7 +13,7 @@ from gymnasium.vector import AutoresetMode
 import envs  # noqa: F401  (registers SoftmaxBandit-v0)
 from agents.config import ConfigError, first_line
 from agents.networks import space_dims  # noqa: F401  (re-exported: sizes of a vector env's spaces)
-from agents.spaces import check_autoreset, space_spec
+from agents.spaces import space_spec
 
 VECTORIZATION_MODES = ("auto", "vector_entry_point", "sync", "async")
 AUTORESET_MODES = ("auto", "next_step", "same_step")
@@ -96,11 +96,6 @@ def _missing_simulator(spec: gym.envs.registration.EnvSpec, exc: BaseException) 
     return next((module for prefix, module in SIMULATOR_FAMILIES.items() if (entry or "").startswith(prefix)), None)
 
 
-def check_spaces(observation_space: spaces.Space, action_space: spaces.Space, env_id: str) -> None:
-    """Refuse observation/action spaces the agent cannot handle, with a one-line reason."""
-    space_spec(observation_space, action_space, env_id)
-
-
 def make_vec_env(cfg: EnvConfig, num_envs: Optional[int] = None) -> gym.vector.VectorEnv:
     """Make the vector env of ``cfg`` (``num_envs`` overrides ``cfg.num_envs``), with episode statistics.
 
@@ -145,12 +140,7 @@ def make_vec_env(cfg: EnvConfig, num_envs: Optional[int] = None) -> gym.vector.V
         message = first_line(exc)
         raise ConfigError(f"env.id={cfg.id!r} could not be made with env.kwargs={dict(cfg.kwargs)!r} and "
                           f"vectorization_mode={mode!r}: {message}") from None
-    check_spaces(envs_.single_observation_space, envs_.single_action_space, cfg.id)
+    space_spec(envs_.single_observation_space, envs_.single_action_space, cfg.id)  # unsupported spaces: one line
     if isinstance(envs_.single_action_space, spaces.Box):
         envs_ = gym.wrappers.vector.ClipAction(envs_)
     return gym.wrappers.vector.RecordEpisodeStatistics(envs_)
-
-
-def autoreset_mode(envs_: gym.vector.VectorEnv) -> AutoresetMode:
-    """The vector env's autoreset mode (NEXT_STEP when the env does not say, as Gymnasium's default)."""
-    return check_autoreset(envs_)

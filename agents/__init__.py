@@ -1,4 +1,5 @@
-"""PPO for Gymnasium: the seeds' loss functions, GAE, actor-critic policies and the training loop.
+"""PPO for Gymnasium: the PPO loss functions, GAE, actor-critic policies and the training loop (solo or a
+population of members trained together).
 
 Nothing here knows about Hydra: ``experiments/`` builds these objects from configs.
 """
@@ -20,14 +21,14 @@ from agents.losses import (
     gaussian_log_prob,
     probability_ratio,
 )
-from agents.networks import MLPActorCritic, TabularActorCritic, build_policy
+from agents.networks import MLPActorCritic, PolicyPopulation, TabularActorCritic, build_policy, build_population
 from agents.ppo import PPOAgent, adapt_kl_coef, explained_variance
-from agents.train import NumericalError, Trainer, TrainResult
+from agents.train import Member, NumericalError, Trainer, TrainResult
 
 __all__ = [
     "ConfigError", "PPOConfig", "compute_gae", "approx_kl", "categorical_entropy", "categorical_kl",
     "categorical_log_prob", "clip_fraction", "compute_entropy", "compute_ppo_loss", "compute_ppo_total_loss",
     "compute_value_loss", "gaussian_entropy", "gaussian_kl", "gaussian_log_prob", "probability_ratio",
-    "MLPActorCritic", "TabularActorCritic", "build_policy", "PPOAgent", "adapt_kl_coef", "explained_variance",
-    "NumericalError", "Trainer", "TrainResult",
+    "MLPActorCritic", "PolicyPopulation", "TabularActorCritic", "build_policy", "build_population", "PPOAgent",
+    "adapt_kl_coef", "explained_variance", "Member", "NumericalError", "Trainer", "TrainResult",
 ]

@@ -183,3 +183,22 @@ class PPOConfig:
             divisors = [d for d in range(1, batch + 1) if batch % d == 0][:8]
             raise bad("num_minibatches", f"must divide the batch num_envs×num_steps = {num_envs}×{self.num_steps}"
                       f" = {batch}: use one of {', '.join(map(str, divisors))}, …")
+
+
+PER_MEMBER_KEYS = ("learning_rate", "clip_ratio", "entropy_coef", "vf_coef", "gamma", "gae_lambda", "max_grad_norm",
+                   "target_kl", "kl_coef", "kl_target", "norm_adv")
+"""Agent keys that may differ between the members of one population (each member's value is its own tensor or
+array entry). Every other key shapes the population's tensors or its loop, and must be equal."""
+
+
+def check_population(cfgs: "list[PPOConfig]") -> None:
+    """Raise ``ConfigError`` if the members' configs differ in a key that must be shared (not in
+    ``PER_MEMBER_KEYS``)."""
+    first = vars(cfgs[0])
+    for k, cfg in enumerate(cfgs[1:], start=1):
+        for key, value in vars(cfg).items():
+            if key not in PER_MEMBER_KEYS and value != first[key]:
+                raise ConfigError(f"agent.{key} differs between members of one population (member 0: "
+                                  f"{first[key]!r}, member {k}: {value!r}); only {', '.join(PER_MEMBER_KEYS)} may "
+                                  "differ")
+

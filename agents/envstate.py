@@ -244,6 +244,8 @@ def restore(vec_env: Any, state: dict, allow_inexact: bool = False) -> None:
         uncaptured = [_ASYNC_WORKERS]
     if uncaptured and not allow_inexact:
         raise IncompleteEnvState(_message(uncaptured), uncaptured)
+    if uncaptured and not state["layers"] and not state["sub_envs"]:
+        return  # nothing was captured (e.g. a population member's share of a vector env): nothing to put back
     chain = _chain(vec_env)
     sub_envs = getattr(chain[-1], "envs", None) or []
     if len(chain) != len(state["layers"]) or any(len(_chain(sub)) != len(layers)

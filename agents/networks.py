@@ -1,17 +1,27 @@
 """Actor-critic policies: MLP (discrete or Gaussian actions) and the tabular softmax policy of the bandit.
 
 Every policy maps a batch of observations to distribution parameters (logits, or the Gaussian mean with a
-state-independent ``log_std``) and to values. ``evaluate`` gives what the PPO loss needs for a minibatch;
-``snapshot`` gives a NumPy copy used for fast inference while collecting rollouts (``agents/inference.py``).
+state-independent ``log_std``) and to values. ``evaluate`` gives what the PPO loss needs for a minibatch.
+
+Two forms of the same policies:
+
+- a **member** (``MLPActorCritic``, ``TabularActorCritic``): one policy as an ``nn.Module``, built and initialised
+  by ``build_policy``. Its ``state_dict`` is what checkpoints store, and what evaluation, fine-tuning and export
+  load.
+- a **population** (``PolicyPopulation``): P members of one architecture with every parameter stacked on a leading
+  member axis (weights ``[P, out, in]``, biases ``[P, out]``), evaluated with batched matrix products
+  (``torch.baddbmm``) on ``[P, B, …]`` inputs. Training always runs on a population; a solo run is a population
+  of one. Member k's ``state_dict`` is exactly the member module's, so checkpoints cannot tell the two apart.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import NamedTuple, Optional, Sequence
 
-import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from agents import losses
@@ -29,7 +39,7 @@ class PolicyEval(NamedTuple):
     entropy: Tensor
     values: Tensor
     params: Tensor
-    """Logits (discrete) or Gaussian means (continuous), for KL terms."""
+    """Logits (discrete) or Gaussian means (continuous), for KL terms. A population's are ``[P, B, …]``."""
 
 
 def log_prob(params: Tensor, actions: Tensor, log_std: Optional[Tensor]) -> Tensor:
@@ -125,15 +135,6 @@ class MLPActorCritic(ActorCritic):
     def value(self, obs: Tensor) -> Tensor:
         return self.critic(obs).squeeze(-1)
 
-    def snapshot(self) -> "PolicySnapshot":
-        def layers(seq: nn.Sequential):
-            return [(m.weight.detach().numpy().T.copy(), m.bias.detach().numpy().copy())
-                    for m in seq if isinstance(m, nn.Linear)]
-
-        log_std = None if self.log_std is None else self.log_std.detach().numpy().copy()
-        return PolicySnapshot(layers(self.actor), layers(self.critic), self.activation, log_std, None, None,
-                              self.critic_activation)
-
 
 class TabularActorCritic(ActorCritic):
     """The tabular softmax policy: one logit per action (zero at start = uniform π_old), one scalar baseline.
@@ -151,53 +152,6 @@ class TabularActorCritic(ActorCritic):
 
     def value(self, obs: Tensor) -> Tensor:
         return self.baseline.expand(obs.shape[0])
-
-    def snapshot(self) -> "PolicySnapshot":
-        return PolicySnapshot([], [], "tanh", None, self.logits.detach().numpy().copy(),
-                              self.baseline.detach().numpy().copy(), "tanh")
-
-
-_NP_ACT = {
-    "tanh": np.tanh,
-    "relu": lambda x: np.maximum(x, 0.0, out=x),
-    "elu": lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0))),
-    "gelu": None,  # no exact erf in NumPy: the torch backend is used for gelu
-}
-
-
-class PolicySnapshot(NamedTuple):
-    """A frozen NumPy copy of a policy's weights: plain matmuls, ~10× cheaper than nn.Module for tiny nets."""
-
-    actor: list
-    critic: list
-    activation: str
-    log_std: Optional[np.ndarray]
-    table_logits: Optional[np.ndarray]
-    table_value: Optional[np.ndarray]
-    critic_activation: str
-
-    def _mlp(self, layers: list, x: np.ndarray, activation: str) -> np.ndarray:
-        act = _NP_ACT[activation]
-        for i, (w, b) in enumerate(layers):
-            x = x @ w
-            x += b
-            if i < len(layers) - 1:
-                x = act(x)
-        return x
-
-    def dist_params(self, obs: np.ndarray) -> np.ndarray:
-        if self.table_logits is not None:
-            return np.broadcast_to(self.table_logits, (obs.shape[0], self.table_logits.shape[0]))
-        return self._mlp(self.actor, obs, self.activation)
-
-    def value(self, obs: np.ndarray) -> np.ndarray:
-        if self.table_value is not None:
-            return np.broadcast_to(self.table_value, (obs.shape[0],))
-        return self._mlp(self.critic, obs, self.critic_activation)[:, 0]
-
-
-def numpy_supported(activation: str) -> bool:
-    return _NP_ACT.get(activation) is not None
 
 
 def build_policy(obs_dim: int, action_dim: int, discrete: bool, policy: str = "mlp", *,
@@ -221,3 +175,151 @@ def space_dims(envs_: object) -> tuple[int, int, bool]:
     from agents.spaces import vector_space_spec
 
     return vector_space_spec(envs_).dims()
+
+
+_TORCH_ACT = {"tanh": torch.tanh, "relu": torch.relu, "elu": F.elu, "gelu": F.gelu}
+
+
+def batched_mlp(layers: Sequence[tuple[Tensor, Tensor]], x: Tensor, activation: str) -> Tensor:
+    """``[P, B, in] → [P, B, out]`` through P MLPs at once: weights ``[P, out, in]`` (nn.Linear's layout),
+    biases ``[P, out]``; the activation after every layer but the last."""
+    act = _TORCH_ACT[activation]
+    last = len(layers) - 1
+    if x.shape[0] == 1:  # a population of one: nn.Linear's own kernels (cheaper forward and backward)
+        h = x[0]
+        for i, (weight, bias) in enumerate(layers):
+            h = F.linear(h, weight.squeeze(0), bias.squeeze(0))  # views: no copy in the backward pass
+            if i < last:
+                h = act(h)
+        return h.unsqueeze(0)
+    for i, (weight, bias) in enumerate(layers):
+        x = torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+        if i < last:
+            x = act(x)
+    return x
+
+
+def _linear_layers(params: dict, prefix: str, seq: nn.Sequential) -> list[tuple[Tensor, Tensor]]:
+    return [(params[f"{prefix}.{i}.weight"], params[f"{prefix}.{i}.bias"])
+            for i, m in enumerate(seq) if isinstance(m, nn.Linear)]
+
+
+class PolicyPopulation(nn.Module):
+    """P policies of one architecture, parameters stacked on a leading member axis (see the module docstring).
+
+    Inputs and outputs carry the member axis first: observations ``[P, B, obs_dim]``, actions ``[P, B(, A)]``,
+    distribution parameters ``[P, B, A]``, values and log-probabilities ``[P, B]``. Parameters are in the member
+    module's order (``names``), so an optimizer's per-parameter state maps onto a member's one to one.
+    """
+
+    def __init__(self, members: Sequence[ActorCritic]):
+        super().__init__()
+        if not members:
+            raise ValueError("a population needs at least one member")
+        template = members[0]
+        self.names = [name for name, _ in template.named_parameters()]
+        self.stacked = nn.ParameterList(
+            [nn.Parameter(torch.stack([m.get_parameter(name).detach() for m in members]).clone())
+             for name in self.names])
+        self._template = [copy.deepcopy(template)]  # a list: not a submodule, its parameters are not ours
+        self._bind()
+
+    def _bind(self) -> None:
+        """Name the stacked parameters after the member's (also after a deepcopy, which copies them)."""
+        params = dict(zip(self.names, self.stacked))
+        template = self._template[0]
+        self.tabular = isinstance(template, TabularActorCritic)
+        self._log_std = params.get("log_std")
+        if self.tabular:
+            self._logits, self._baseline = params["logits"], params["baseline"]
+        else:
+            self.activation, self.critic_activation = template.activation, template.critic_activation
+            self.actor_layers = _linear_layers(params, "actor", template.actor)
+            self.critic_layers = _linear_layers(params, "critic", template.critic)
+
+    def __deepcopy__(self, memo):
+        new = PolicyPopulation.__new__(PolicyPopulation)
+        memo[id(self)] = new
+        for key, value in self.__dict__.items():
+            if key not in ("actor_layers", "critic_layers", "_log_std", "_logits", "_baseline"):
+                new.__dict__[key] = copy.deepcopy(value, memo)
+        new._bind()
+        return new
+
+    @property
+    def members(self) -> int:
+        return self.stacked[0].shape[0]
+
+    @property
+    def discrete(self) -> bool:
+        return self._log_std is None
+
+    @property
+    def log_std(self) -> Optional[Tensor]:
+        """``[P, A]``, None for categorical policies."""
+        return self._log_std
+
+    def dist_params(self, obs: Tensor) -> Tensor:
+        if self.tabular:
+            return self._logits.unsqueeze(1).expand(-1, obs.shape[1], -1)
+        return batched_mlp(self.actor_layers, obs, self.activation)
+
+    def value(self, obs: Tensor) -> Tensor:
+        if self.tabular:
+            return self._baseline.unsqueeze(1).expand(-1, obs.shape[1])
+        return batched_mlp(self.critic_layers, obs, self.critic_activation).squeeze(-1)
+
+    def _member_log_std(self, log_std: Optional[Tensor]) -> Optional[Tensor]:
+        return None if log_std is None else log_std.unsqueeze(1)  # [P, 1, A] against [P, B, A]
+
+    def evaluate(self, obs: Tensor, actions: Tensor) -> PolicyEval:
+        params = self.dist_params(obs)
+        log_std = self._member_log_std(self._log_std)
+        ent = entropy(params, log_std) if log_std is None else \
+            losses.gaussian_entropy(log_std).expand(params.shape[:2])
+        return PolicyEval(log_prob(params, actions, log_std), ent, self.value(obs), params)
+
+    def kl_divergence(self, params: Tensor, ref_params: Tensor, ref_log_std: Optional[Tensor]) -> Tensor:
+        """Per-sample KL(π ‖ π_ref), ``[P, B]``; ``ref_log_std`` is the reference population's ``[P, A]``."""
+        return kl_divergence(params, ref_params, self._member_log_std(self._log_std),
+                             self._member_log_std(ref_log_std))
+
+    # --- members -----------------------------------------------------------------------------------------------
+    def member_state(self, k: int) -> "dict[str, Tensor]":
+        """Member k's ``state_dict``, keys and layout of the member module's (what a checkpoint stores)."""
+        from collections import OrderedDict
+
+        return OrderedDict((name, p[k].detach().clone()) for name, p in zip(self.names, self.stacked))
+
+    def load_member_state(self, k: int, state: "dict[str, Tensor]") -> None:
+        """Copy a member module's ``state_dict`` into member k (strict: same keys and shapes)."""
+        missing = [name for name in self.names if name not in state]
+        unexpected = [name for name in state if name not in self.names]
+        if missing or unexpected:
+            raise RuntimeError(f"Error(s) in loading state_dict for {type(self._template[0]).__name__}:\n\t"
+                               f"Missing key(s) in state_dict: {missing}. Unexpected key(s): {unexpected}.")
+        with torch.no_grad():
+            for name, p in zip(self.names, self.stacked):
+                value = state[name]
+                if value.shape != p.shape[1:]:
+                    raise RuntimeError(f"Error(s) in loading state_dict:\n\tsize mismatch for {name}: copying a "
+                                       f"param with shape {tuple(value.shape)} from checkpoint, the shape in "
+                                       f"current model is {tuple(p.shape[1:])}.")
+                p[k].copy_(value)
+
+    def member(self, k: int) -> ActorCritic:
+        """Member k as a module of its own (a copy: training the population does not change it)."""
+        module = copy.deepcopy(self._template[0])
+        module.load_state_dict(self.member_state(k))
+        return module
+
+
+def build_population(obs_dim: int, action_dim: int, discrete: bool, network_seeds: Sequence[int],
+                     **network) -> PolicyPopulation:
+    """One member per seed, each initialised as ``build_policy`` does after ``torch.manual_seed(seed)``: member k
+    starts from exactly the weights of the solo run with that seed. ``network`` is ``PPOConfig.network()``."""
+    members = []
+    for seed in network_seeds:
+        torch.manual_seed(seed)
+        members.append(build_policy(obs_dim, action_dim, discrete, **network))
+    return PolicyPopulation(members)

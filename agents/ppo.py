@@ -1,38 +1,57 @@
-"""The PPO update: minibatch epochs over a rollout batch with the seeds' combined loss.
+"""The PPO update: minibatch epochs over a rollout batch with the combined loss, for a population of agents.
 
 The speed of the update on a CPU is per-call overhead, not arithmetic (two 64×64 MLPs, minibatches of ~128):
-``FlatAdam`` keeps every parameter and gradient in one flat buffer so that the optimizer step and the
+every member's forward and backward pass is one batched matrix product per layer (``PolicyPopulation``),
+``FlatAdam`` keeps every parameter and gradient in one flat buffer so that the optimizer step and the per-member
 gradient-norm clip are a handful of tensor ops, and the loop reads its diagnostics back once per update.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Iterable, Optional
+import math
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
 
-from agents.config import PPOConfig
-from agents.losses import compute_ppo_total_loss
-from agents.networks import ActorCritic, build_policy, kl_divergence
+from agents.config import PPOConfig, check_population
+from agents.losses import compute_ppo_total_loss, sample_mean
+from agents.networks import PolicyPopulation, build_policy, build_population
 from agents.normalization import ObsNormalizer
+from agents.optim import FlatAdam
 from agents.rollout import Batch
 
 UPDATE_METRICS = ("policy_loss", "value_loss", "entropy", "total_loss", "clip_fraction", "approx_kl")
 
 
-def explained_variance(values: torch.Tensor, returns: torch.Tensor) -> float:
-    """1 − Var(R − V) / Var(R): 1 is a perfect critic, 0 no better than a constant; NaN if Var(R) = 0."""
-    var_returns = returns.var(unbiased=False)
-    if var_returns == 0:
-        return float("nan")
-    return float(1.0 - (returns - values).var(unbiased=False) / var_returns)
+def explained_variance(values: torch.Tensor, returns: torch.Tensor,
+                       counts: Optional[np.ndarray] = None) -> np.ndarray:
+    """1 − Var(R − V) / Var(R) over the last axis (per member of ``[P, n]`` inputs, over its first ``counts[k]``
+    samples): 1 is a perfect critic, 0 no better than a constant; NaN where Var(R) = 0."""
+    values, returns = values.double(), returns.double()
+    weights = None
+    if counts is not None:
+        n = torch.as_tensor(counts, dtype=torch.float64).unsqueeze(-1)
+        weights = (torch.arange(values.shape[-1]) < n).double() / n.clamp(min=1)
+
+    def variance(x: torch.Tensor) -> torch.Tensor:
+        mean = sample_mean(x, weights).unsqueeze(-1)
+        return sample_mean((x - mean) ** 2, weights)
+
+    var_returns = variance(returns)
+    ev = 1.0 - variance(returns - values) / var_returns
+    return torch.where(var_returns == 0, torch.nan, ev).numpy()
 
 
-def normalize(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """Zero mean, unit (population) std; a single sample becomes 0 instead of NaN."""
-    return (x - x.mean()) / (x.std(unbiased=False) + eps)
+def normalize(x: torch.Tensor, eps: float = 1e-8, weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Zero mean, unit (population) std over the last axis (per member; ``weights`` as in ``sample_mean``); a
+    single sample becomes 0 instead of NaN."""
+    if weights is None:
+        return (x - x.mean(-1, keepdim=True)) / (x.std(-1, unbiased=False, keepdim=True) + eps)
+    mean = sample_mean(x, weights).unsqueeze(-1)
+    std = sample_mean((x - mean) ** 2, weights).sqrt().unsqueeze(-1)
+    return (x - mean) / (std + eps)
 
 
 def adapt_kl_coef(kl_coef: float, kl: float, kl_target: float) -> float:
@@ -46,208 +65,190 @@ def adapt_kl_coef(kl_coef: float, kl: float, kl_target: float) -> float:
     return kl_coef
 
 
-class FlatAdam:
-    """Adam with global grad-norm clipping over parameters that live in one flat buffer.
+class PPOAgent:
+    """A population of P PPO agents trained in lockstep (a solo run is P = 1): the policies, their optimizer, their
+    observation statistics and (with a KL penalty) their frozen reference policies; ``update`` runs one PPO update
+    of every member.
 
-    The same arithmetic as ``torch.optim.Adam(foreach=True)`` followed by ``clip_grad_norm_`` (the clip's norm
-    is taken over the flat gradient, equal up to float rounding), but:
-
-    - each parameter's ``data`` and ``grad`` are re-pointed at views of two flat tensors, so a step is ~8 tensor
-      ops whatever the number of layers, instead of per-parameter ops plus torch.optim's bookkeeping;
-    - ``torch.optim`` is not touched: its first use imports ``torch._dynamo``, ~1.5–2 s of every run's start-up
-      on this CPU (a third of a whole 50k-step CartPole run).
-
-    ``zero_grad`` zeroes the flat gradient in place (the views must stay the parameters' ``.grad``); a ``.grad``
-    that someone else replaced is copied back in before the step. ``state_dict`` has torch.optim.Adam's layout, so
-    checkpoints load into either.
+    ``cfgs`` are the members' configs: equal in everything that shapes the tensors (``PopulationShape`` keys), free
+    to differ in ``PER_MEMBER_KEYS``. Member k has its own minibatch order (``rngs[k]``), advantage normalisation,
+    gradient-norm clip, Adam state and learning rate, target-KL early stop and adaptive β.
     """
 
-    def __init__(self, params: Iterable[torch.nn.Parameter], lr: float, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8):
-        self.params = [p for p in params if p.requires_grad]
-        total = sum(p.numel() for p in self.params)
-        self.flat = torch.empty(total)
-        self.flat_grad = torch.zeros(total)
-        self.exp_avg = torch.zeros(total)
-        self.exp_avg_sq = torch.zeros(total)
-        self.steps = 0
-        self._slices: list[slice] = []
-        offset = 0
-        with torch.no_grad():
-            for p in self.params:
-                sl = slice(offset, offset + p.numel())
-                self.flat[sl].copy_(p.reshape(-1))
-                p.data = self.flat[sl].view_as(p)
-                p.grad = self.flat_grad[sl].view_as(p)
-                self._slices.append(sl)
-                offset = sl.stop
-        self._grads = [p.grad for p in self.params]
-        self._data_ptrs = [p.data_ptr() for p in self.params]
-        self.param_groups = [{"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": 0, "amsgrad": False,
-                              "maximize": False, "foreach": True, "capturable": False, "differentiable": False,
-                              "fused": None, "decoupled_weight_decay": False}]
-
-    def zero_grad(self) -> None:
-        self.flat_grad.zero_()
-
-    def _sync_grads(self) -> None:
-        """Put back the flat gradient's views if ``.grad`` was replaced (e.g. ``module.zero_grad()`` set None)."""
-        for p, view in zip(self.params, self._grads):
-            if p.grad is not view:
-                view.copy_(p.grad if p.grad is not None else torch.zeros_like(view))
-                p.grad = view
-
-    @torch.no_grad()
-    def clip_grad_norm_(self, max_norm: float) -> torch.Tensor:
-        """Scale the gradient by min(1, max_norm / (‖g‖ + 1e-6)) as ``clip_grad_norm_``; returns ‖g‖."""
-        self._sync_grads()
-        total_norm = torch.linalg.vector_norm(self.flat_grad)
-        self.flat_grad.mul_(torch.clamp(max_norm / (total_norm + 1e-6), max=1.0))
-        return total_norm
-
-    @torch.no_grad()
-    def step(self) -> None:
-        if [p.data_ptr() for p in self.params] != self._data_ptrs:
-            raise RuntimeError("FlatAdam: a parameter's .data no longer lives in the flat buffer (e.g. after "
-                               "module.to(...)): build the optimizer again after such a change")
-        self._sync_grads()
-        group = self.param_groups[0]
-        beta1, beta2 = group["betas"]
-        self.steps += 1
-        self.exp_avg.lerp_(self.flat_grad, 1 - beta1)
-        self.exp_avg_sq.mul_(beta2).addcmul_(self.flat_grad, self.flat_grad, value=1 - beta2)
-        step_size = -group["lr"] / (1 - beta1 ** self.steps)
-        denom = self.exp_avg_sq.sqrt().div_((1 - beta2 ** self.steps) ** 0.5).add_(group["eps"])
-        self.flat.addcdiv_(self.exp_avg, denom, value=step_size)
-
-    def state_dict(self) -> dict:
-        state = {}
-        if self.steps:
-            state = {i: {"step": torch.tensor(float(self.steps)), "exp_avg": self.exp_avg[sl].view_as(p).clone(),
-                         "exp_avg_sq": self.exp_avg_sq[sl].view_as(p).clone()}
-                     for i, (p, sl) in enumerate(zip(self.params, self._slices))}
-        return {"state": state, "param_groups": [{**self.param_groups[0], "params": list(range(len(self.params)))}]}
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        groups = state_dict["param_groups"]
-        if len(groups) != 1 or len(groups[0]["params"]) != len(self.params):
-            raise ValueError("loaded optimizer state does not match this network's parameters")
-        state = state_dict["state"]
-        with torch.no_grad():
-            self.exp_avg.zero_()
-            self.exp_avg_sq.zero_()
-            self.steps = int(state[0]["step"]) if state else 0
-            for i, (p, sl) in enumerate(zip(self.params, self._slices)):
-                if state:
-                    self.exp_avg[sl].copy_(state[i]["exp_avg"].view_as(p).reshape(-1))
-                    self.exp_avg_sq[sl].copy_(state[i]["exp_avg_sq"].view_as(p).reshape(-1))
-        self.param_groups[0].update({k: v for k, v in groups[0].items() if k != "params"})
-
-
-class PPOAgent:
-    """Policy, optimizer and (with a KL penalty) the frozen reference policy; ``update`` runs one PPO update."""
-
-    def __init__(self, cfg: PPOConfig, obs_dim: int, action_dim: int, discrete: bool,
-                 rng: np.random.Generator):
-        self.cfg = cfg
-        self.rng = rng
-        self.policy: ActorCritic = build_policy(obs_dim, action_dim, discrete, **cfg.network())
-        self.optimizer = FlatAdam(self.policy.parameters(), lr=cfg.learning_rate, eps=1e-5)
-        self.obs_norm: Optional[ObsNormalizer] = ObsNormalizer(obs_dim, cfg.clip_obs) if cfg.normalize_obs else None
-        """Observation statistics: part of what defines the policy (checkpoints and evaluation carry them)."""
-        self.kl_coef = float(cfg.kl_coef)
-        self.use_kl = cfg.kl_coef > 0
-        self.ref_policy: Optional[ActorCritic] = None
+    def __init__(self, cfgs: Union[PPOConfig, Sequence[PPOConfig]], obs_dim: int, action_dim: int, discrete: bool,
+                 rngs: Union[np.random.Generator, Sequence[np.random.Generator]],
+                 network_seeds: Optional[Sequence[int]] = None):
+        self.cfgs = [cfgs] if isinstance(cfgs, PPOConfig) else list(cfgs)
+        self.rngs = [rngs] if isinstance(rngs, np.random.Generator) else list(rngs)
+        cfg = self.cfg = self.cfgs[0]
+        check_population(self.cfgs)
+        P = self.members = len(self.cfgs)
+        if network_seeds is None:  # members drawn one after another from torch's current generator
+            self.policy = PolicyPopulation([build_policy(obs_dim, action_dim, discrete, **cfg.network())
+                                            for _ in range(P)])
+        else:
+            self.policy = build_population(obs_dim, action_dim, discrete, network_seeds, **cfg.network())
+        self.optimizer = FlatAdam(self.policy.parameters(), lr=[c.learning_rate for c in self.cfgs], eps=1e-5)
+        self.obs_norm: Optional[ObsNormalizer] = (ObsNormalizer(obs_dim, cfg.clip_obs, members=P)
+                                                  if cfg.normalize_obs else None)
+        """Observation statistics: part of what defines each policy (checkpoints and evaluation carry them)."""
+        self.kl_coef = np.array([float(c.kl_coef) for c in self.cfgs])
+        self.use_kl = bool((self.kl_coef > 0).any())
+        self.ref_policy: Optional[PolicyPopulation] = None
         if self.use_kl:
             self.ref_policy = copy.deepcopy(self.policy).requires_grad_(False)
 
-    def start_from(self, agent_state: dict) -> None:
-        """Fine-tuning: π_θ and the critic (and the observation statistics, if both normalise) start from
-        ``agent_state`` (a checkpoint's ``agent``), and so does the default reference π_ref of the KL penalty. The
+        def per_member(key: str, none: float = 0.0) -> Union[float, torch.Tensor]:
+            """The members' values of ``key``: one float when they share it (cheaper ops, and a solo run's),
+            else a ``[P]`` tensor."""
+            values = [none if getattr(c, key) is None else float(getattr(c, key)) for c in self.cfgs]
+            return values[0] if len(set(values)) == 1 else torch.tensor(values)
+
+        self.clip_ratio, self.vf_coef = per_member("clip_ratio"), per_member("vf_coef")
+        self.entropy_coef, clips = per_member("entropy_coef"), per_member("max_grad_norm")
+        self.grad_clip = clips if isinstance(clips, torch.Tensor) or clips > 0 else None
+        """The members' gradient-norm clip (per member, 0 = not clipped); None when no member clips."""
+        self.kl_limit = 1.5 * torch.tensor([math.inf if c.target_kl is None else c.target_kl for c in self.cfgs])
+        """A member stops its update's epochs at the first minibatch whose approx_kl exceeds 1.5 × its target."""
+        self.use_target_kl = any(c.target_kl is not None for c in self.cfgs)
+        self.norm_adv = torch.tensor([c.norm_adv and c.advantage == "gae" for c in self.cfgs])
+        self.norm_adv_any, self.norm_adv_all = bool(self.norm_adv.any()), bool(self.norm_adv.all())
+
+    # --- members ---------------------------------------------------------------------------------------------
+    def start_from(self, k: int, agent_state: dict) -> None:
+        """Fine-tuning: member k's π_θ and critic (and observation statistics, if both normalise) start from
+        ``agent_state`` (a checkpoint's ``agent``), and so does its default reference π_ref of the KL penalty. The
         optimizer starts fresh."""
-        self.policy.load_state_dict(agent_state["policy"])  # copied into the parameters: they stay in FlatAdam's buffer
+        self.policy.load_member_state(k, agent_state["policy"])  # copied in: the weights stay in FlatAdam's buffer
         if self.ref_policy is not None:
-            self.ref_policy.load_state_dict(agent_state["policy"])
+            self.ref_policy.load_member_state(k, agent_state["policy"])
         if self.obs_norm is not None and agent_state.get("obs_norm") is not None:
-            self.obs_norm.load_statistics(agent_state["obs_norm"])  # they go on learning from the new run's data
+            self.obs_norm.load_member_statistics(k, agent_state["obs_norm"])  # they go on learning from new data
 
-    def set_reference(self, state_dict: dict) -> None:
-        """Use the weights in ``state_dict`` (e.g. a loaded checkpoint's policy) as the frozen π_ref."""
+    def set_reference(self, k: int, state_dict: dict) -> None:
+        """Use the weights in ``state_dict`` (e.g. a loaded checkpoint's policy) as member k's frozen π_ref."""
         if self.ref_policy is not None:
-            self.ref_policy.load_state_dict(state_dict)
+            self.ref_policy.load_member_state(k, state_dict)
 
-    def set_learning_rate(self, lr: float) -> None:
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+    def set_learning_rate(self, lr) -> None:
+        """One rate for every member, or one per member."""
+        self.optimizer.set_lr(lr)
 
-    def update(self, batch: Batch) -> dict[str, float]:
-        """``ppo_epochs`` passes of ``num_minibatches`` shuffled minibatches; returns the mean diagnostics."""
+    # --- the update -------------------------------------------------------------------------------------------
+    def _minibatches(self, sizes: np.ndarray):
+        """One epoch's minibatches: per member a permutation of its own samples (from its own generator) split
+        into ``num_minibatches`` parts; yields (indices ``[P, m]``, weights ``[P, m]`` or None, which members have
+        samples). Members whose part j is shorter are padded with weight-0 samples."""
+        parts = [np.array_split(rng.permutation(int(n)), self.cfg.num_minibatches)
+                 for rng, n in zip(self.rngs, sizes)]
+        for j in range(self.cfg.num_minibatches):
+            chunks = [p[j] for p in parts]
+            lens = np.array([len(c) for c in chunks])
+            width = int(lens.max())
+            if width == 0:
+                continue
+            if (lens == width).all():
+                yield torch.from_numpy(np.stack(chunks)), None, None
+                continue
+            idx = np.zeros((len(chunks), width), dtype=np.int64)
+            weights = np.zeros((len(chunks), width), dtype=np.float32)
+            for k, c in enumerate(chunks):
+                idx[k, :len(c)] = c
+                weights[k, :len(c)] = 1.0 / max(len(c), 1)
+            yield torch.from_numpy(idx), torch.from_numpy(weights), torch.from_numpy(lens > 0)
+
+    def update(self, batch: Batch, active: Optional[np.ndarray] = None) -> dict[str, np.ndarray]:
+        """``ppo_epochs`` passes of ``num_minibatches`` shuffled minibatches for every member where ``active``
+        (default: all); returns each diagnostic as a ``[P]`` array (the mean over the member's minibatch steps)."""
         cfg, policy = self.cfg, self.policy
-        n = len(batch)
-        ref_params = None
+        P = self.members
+        ref_params = ref_log_std = None
         if self.ref_policy is not None:
             with torch.no_grad():
                 ref_params = self.ref_policy.dist_params(batch.obs)
             ref_log_std = self.ref_policy.log_std
+        kl_coef = float(self.kl_coef[0]) if (self.kl_coef == self.kl_coef[0]).all() else \
+            torch.from_numpy(self.kl_coef.astype(np.float32))
         keys = UPDATE_METRICS + (("kl_ref",) if self.use_kl else ())
+        going = torch.ones(P, dtype=torch.bool) if active is None else torch.from_numpy(np.asarray(active, bool))
+        everyone = bool(going.all())
         per_minibatch: list[torch.Tensor] = []
-        count = 0
-        stop = False
+        stepped: list[torch.Tensor] = []
+        rows = torch.arange(P).unsqueeze(1)
         for _ in range(cfg.ppo_epochs):
-            for idx in np.array_split(self.rng.permutation(n), cfg.num_minibatches):
-                if len(idx) == 0:
-                    continue
-                mb_idx = torch.from_numpy(idx)
-                mb = batch[mb_idx]
+            for idx, weights, has_samples in self._minibatches(batch.sizes()):
+                mb = batch.take(idx)
                 ev = policy.evaluate(mb.obs, mb.actions)
-                advantages = normalize(mb.advantages) if cfg.norm_adv and cfg.advantage == "gae" else mb.advantages
+                advantages = mb.advantages
+                if self.norm_adv_any:
+                    normalized = normalize(advantages, weights=weights)
+                    advantages = normalized if self.norm_adv_all else \
+                        torch.where(self.norm_adv.unsqueeze(1), normalized, advantages)
                 kl_ref = None
                 if ref_params is not None:
-                    kl_ref = kl_divergence(ev.params, ref_params[mb_idx], policy.log_std, ref_log_std)
+                    kl_ref = policy.kl_divergence(ev.params, ref_params[rows, idx], ref_log_std)
                 out = compute_ppo_total_loss(
                     ev.logprobs, mb.logprobs, advantages, ev.values, mb.returns,
-                    clip_ratio=cfg.clip_ratio, vf_coef=cfg.vf_coef, entropy_coef=cfg.entropy_coef,
+                    clip_ratio=self.clip_ratio, vf_coef=self.vf_coef, entropy_coef=self.entropy_coef,
                     entropy=ev.entropy, old_values=mb.values, clip_value=cfg.clip_value_loss,
-                    kl_ref=kl_ref, kl_coef=self.kl_coef,
+                    kl_ref=kl_ref, kl_coef=kl_coef, weights=weights,
                 )
-                if cfg.target_kl is not None and out["approx_kl"] > 1.5 * cfg.target_kl:
-                    stop = True
-                    break
+                if self.use_target_kl:  # a member over its limit stops here: this minibatch is not stepped
+                    going = going & ~(out["approx_kl"].detach() > self.kl_limit)
+                    everyone = bool(going.all())
+                    if not bool(going.any()):
+                        break
+                step = going if has_samples is None else going & has_samples
                 self.optimizer.zero_grad()
-                out["total_loss"].backward()
-                if cfg.max_grad_norm > 0:
-                    self.optimizer.clip_grad_norm_(cfg.max_grad_norm)
-                self.optimizer.step()
+                out["total_loss"].sum().backward()  # members share no parameter: each gets its own gradient
+                if self.grad_clip is not None:
+                    self.optimizer.clip_grad_norm_(self.grad_clip)
+                self.optimizer.step(None if everyone and has_samples is None else step)
                 per_minibatch.append(torch.stack([out[key].detach() for key in keys]))
-                count += 1
-            if stop:
+                stepped.append(step)
+            if not bool(going.any()):
                 break
         # one read-back per update instead of one .item() per metric and minibatch
-        means = torch.stack(per_minibatch).double().mean(0).tolist() if per_minibatch else [0.0] * len(keys)
+        if per_minibatch:
+            mask = torch.stack(stepped).double()  # [S, P]
+            count = mask.sum(0)
+            sums = (torch.stack(per_minibatch).double() * mask.unsqueeze(1)).sum(0)  # [K, P]
+            means = (sums / count.clamp(min=1)).numpy()
+            count = count.numpy().astype(int)
+        else:
+            means, count = np.zeros((len(keys), P)), np.zeros(P, dtype=int)
         metrics = dict(zip(keys, means))
         metrics["minibatch_updates"] = count
-        metrics["explained_variance"] = explained_variance(batch.values, batch.returns)
+        metrics["explained_variance"] = explained_variance(batch.values, batch.returns, batch.counts)
         if self.use_kl:
-            metrics["kl_coef"] = self.kl_coef
-            if cfg.kl_target is not None and count:
-                self.kl_coef = adapt_kl_coef(self.kl_coef, metrics["kl_ref"], cfg.kl_target)
+            metrics["kl_coef"] = self.kl_coef.copy()
+            for k, c in enumerate(self.cfgs):
+                if c.kl_target is not None and count[k]:
+                    self.kl_coef[k] = adapt_kl_coef(self.kl_coef[k], metrics["kl_ref"][k], c.kl_target)
         return metrics
 
-    # --- checkpointing -----------------------------------------------------------------------------------------
-    def state_dict(self) -> dict:
-        state = {"policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "kl_coef": self.kl_coef}
+    # --- checkpointing (per member, in a solo run's layout) ---------------------------------------------------
+    def member_state_dict(self, k: int) -> dict:
+        state = {"policy": self.policy.member_state(k), "optimizer": self.optimizer.member_state_dict(k),
+                 "kl_coef": float(self.kl_coef[k])}
         if self.ref_policy is not None:
-            state["ref_policy"] = self.ref_policy.state_dict()
+            state["ref_policy"] = self.ref_policy.member_state(k)
         if self.obs_norm is not None:
-            state["obs_norm"] = self.obs_norm.state_dict()
+            state["obs_norm"] = self.obs_norm.member_state(k)
         return state
 
-    def load_state_dict(self, state: dict) -> None:
-        self.policy.load_state_dict(state["policy"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.kl_coef = float(state["kl_coef"])
+    def load_member_state_dict(self, k: int, state: dict) -> None:
+        self.policy.load_member_state(k, state["policy"])
+        self.optimizer.load_member_state_dict(k, state["optimizer"])
+        self.kl_coef[k] = float(state["kl_coef"])
         if self.ref_policy is not None and "ref_policy" in state:
-            self.ref_policy.load_state_dict(state["ref_policy"])
+            self.ref_policy.load_member_state(k, state["ref_policy"])
         if self.obs_norm is not None:
-            self.obs_norm.load_state_dict(state["obs_norm"])
+            self.obs_norm.load_member_state(k, state["obs_norm"])
+
+    def state_dict(self) -> dict:
+        """A solo agent's state (member 0 of a population of one)."""
+        return self.member_state_dict(0)
+
+    def load_state_dict(self, state: dict) -> None:
+        self.load_member_state_dict(0, state)

@@ -13,9 +13,8 @@ Both autoreset modes are handled (``envs.metadata["autoreset_mode"]``):
 
 from __future__ import annotations
 
-import copy
-from dataclasses import dataclass
-from typing import Callable, NamedTuple, Optional
+from dataclasses import dataclass, field
+from typing import NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -23,79 +22,15 @@ from gymnasium.vector import AutoresetMode
 
 from agents.config import ConfigError
 from agents.gae import compute_gae, compute_group_advantages
-from agents.networks import ActorCritic, PolicySnapshot, numpy_supported
+from agents.inference import Inference, select_actions
 from agents.normalization import ObsNormalizer, RewardScaler
 from agents.spaces import SpaceSpec, check_autoreset, vector_space_spec
 
-_LOG_SQRT_2PI = 0.5 * np.log(2.0 * np.pi)
-
-
-class Inference(NamedTuple):
-    """NumPy-facing policy functions used while acting: distribution parameters and values of observations."""
-
-    dist_params: Callable[[np.ndarray], np.ndarray]
-    value: Callable[[np.ndarray], np.ndarray]
-    log_std: Optional[np.ndarray]
-
-
-def make_inference(policy: ActorCritic, backend: str = "numpy",
-                   obs_norm: Optional[ObsNormalizer] = None) -> Inference:
-    """Freeze ``policy`` for acting: a NumPy weight snapshot (fast path) or the module under inference mode.
-
-    With ``obs_norm`` the functions take raw observations and normalise them with a frozen copy of its statistics
-    (evaluation, video); without it they take what the policy takes (the collector normalises itself).
-    """
-    if obs_norm is not None:
-        frozen = copy.deepcopy(obs_norm)
-        inner = make_inference(policy, backend)
-        return Inference(lambda obs: inner.dist_params(frozen.apply(obs)),
-                         lambda obs: inner.value(frozen.apply(obs)), inner.log_std)
-    log_std = None if policy.log_std is None else policy.log_std.detach().numpy().copy()
-    if backend == "numpy" and all(numpy_supported(getattr(policy, name, "tanh"))
-                                  for name in ("activation", "critic_activation")):
-        snap: PolicySnapshot = policy.snapshot()
-        return Inference(snap.dist_params, snap.value, log_std)
-
-    def dist_params(obs: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return policy.dist_params(torch.from_numpy(obs)).numpy()
-
-    def value(obs: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return policy.value(torch.from_numpy(obs)).numpy()
-
-    return Inference(dist_params, value, log_std)
-
-
-def _log_softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
-
-
-def select_actions(params: np.ndarray, log_std: Optional[np.ndarray], rng: np.random.Generator,
-                   deterministic: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Sample (or, deterministic, take the mode of) actions; returns (actions, log π(actions))."""
-    if log_std is None:
-        logp_all = _log_softmax(params)
-        if deterministic:
-            actions = logp_all.argmax(axis=-1)
-        else:  # Gumbel-max: argmax(log p + G) is a sample of the categorical distribution. A float32 uniform is
-            # exactly 0 once in 2**24 draws (a few times per long run): the smallest positive float stands in
-            # for it, so G stays finite and no log(0) warning is printed.
-            u = np.maximum(rng.random(params.shape, dtype=np.float32), np.finfo(np.float32).tiny)
-            actions = (logp_all - np.log(-np.log(u))).argmax(axis=-1)
-        return actions, np.take_along_axis(logp_all, actions[:, None], axis=-1)[:, 0]
-    if deterministic:
-        actions = params.astype(np.float32, copy=True)
-    else:
-        actions = (params + np.exp(log_std) * rng.standard_normal(params.shape, dtype=np.float32)).astype(np.float32)
-    z = (actions - params) * np.exp(-log_std)
-    logp = (-0.5 * z * z - log_std - _LOG_SQRT_2PI).sum(axis=-1)
-    return actions, logp.astype(np.float32)
-
 
 class Batch(NamedTuple):
-    """Flattened training samples (valid steps only) as torch tensors; indexing gives a minibatch."""
+    """Training samples of every member, ``[P, n, …]`` torch tensors: member k's valid samples first, in rollout
+    order. Where members have different numbers of valid samples (NEXT_STEP reset steps), the rows are padded to
+    the longest and ``counts`` says how many of each row are samples; None when every row is full."""
 
     obs: torch.Tensor
     actions: torch.Tensor
@@ -103,39 +38,66 @@ class Batch(NamedTuple):
     values: torch.Tensor
     advantages: torch.Tensor
     returns: torch.Tensor
+    counts: Optional[np.ndarray] = None
 
-    def __getitem__(self, idx):  # type: ignore[override]
-        if isinstance(idx, int):
-            return tuple.__getitem__(self, idx)
-        return Batch(*(t[idx] for t in self))
-
-    def __len__(self) -> int:  # type: ignore[override]
+    @property
+    def members(self) -> int:
         return self.obs.shape[0]
+
+    def sizes(self) -> np.ndarray:
+        """Valid samples of each member."""
+        return np.full(self.members, self.obs.shape[1]) if self.counts is None else self.counts
+
+    def take(self, idx: torch.Tensor) -> "Batch":
+        """The samples ``idx[k]`` of each member k (``idx`` is ``[P, m]``): a minibatch."""
+        P, m = idx.shape
+        n = self.obs.shape[1]
+        flat = (idx + torch.arange(0, P * n, n).unsqueeze(1)).reshape(-1) if P > 1 else idx.reshape(-1)
+        return Batch(*(t.reshape(P * n, *t.shape[2:]).index_select(0, flat).view(P, m, *t.shape[2:])
+                       for t in self[:6]))
+
+    def member(self, k: int) -> "Batch":
+        """Member k's valid samples alone, as a population of one."""
+        n = int(self.sizes()[k])
+        return Batch(*(t[k:k + 1, :n] for t in self[:6]))
 
 
 @dataclass
 class EpisodeStats:
-    returns: list
-    lengths: list
+    """Returns and lengths of the episodes that ended during a rollout, per member."""
+
+    returns: list = field(default_factory=list)
+    lengths: list = field(default_factory=list)
+
+    @classmethod
+    def empty(cls, members: int) -> "EpisodeStats":
+        return cls([[] for _ in range(members)], [[] for _ in range(members)])
 
 
 class RolloutBuffer:
-    """``[T, N]`` storage allocated once; ``batch`` returns new flattened tensors, the storage never reshapes."""
+    """``[T, P·N]`` storage allocated once (member k's N sub-envs are columns k·N … k·N+N−1); ``batch`` returns
+    new per-member tensors, the storage never reshapes."""
 
-    def __init__(self, num_steps: int, num_envs: int, obs_dim: int, action_shape: tuple, discrete: bool):
-        T, N = num_steps, num_envs
-        self.num_steps, self.num_envs = T, N
-        self.obs = np.zeros((T, N, obs_dim), dtype=np.float32)
-        self.actions = np.zeros((T, N, *action_shape), dtype=np.int64 if discrete else np.float32)
-        self.logprobs = np.zeros((T, N), dtype=np.float32)
-        self.values = np.zeros((T + 1, N), dtype=np.float32)
+    def __init__(self, num_steps: int, num_envs: int, obs_dim: int, action_shape: tuple, discrete: bool,
+                 members: int = 1):
+        T, E = num_steps, num_envs * members
+        self.num_steps, self.num_envs, self.members = T, num_envs, members
+        self.obs = np.zeros((T, E, obs_dim), dtype=np.float32)
+        self.actions = np.zeros((T, E, *action_shape), dtype=np.int64 if discrete else np.float32)
+        self.logprobs = np.zeros((T, E), dtype=np.float32)
+        self.values = np.zeros((T + 1, E), dtype=np.float32)
         """values[t] = V(obs[t]); values[T] = V(observation after the last step)."""
-        self.rewards = np.zeros((T, N), dtype=np.float32)
-        self.terminated = np.zeros((T, N), dtype=bool)
-        self.dones = np.zeros((T, N), dtype=bool)
-        self.valid = np.ones((T, N), dtype=bool)
+        self.rewards = np.zeros((T, E), dtype=np.float32)
+        self.terminated = np.zeros((T, E), dtype=bool)
+        self.dones = np.zeros((T, E), dtype=bool)
+        self.valid = np.ones((T, E), dtype=bool)
         self.truncated_next_values: list[tuple[int, np.ndarray, np.ndarray]] = []
         """SAME_STEP only: (t, env indices, V(final obs)) for truncated steps."""
+
+    def per_env(self, values) -> np.ndarray:
+        """A per-member value (scalar or ``[P]``) as a float32 ``[P·N]`` row, to broadcast over the sub-envs."""
+        per_member = np.broadcast_to(np.asarray(values, dtype=np.float32), (self.members,))
+        return np.repeat(per_member, self.num_envs)
 
     def next_values(self) -> np.ndarray:
         next_values = self.values[1:].copy()
@@ -143,51 +105,70 @@ class RolloutBuffer:
             next_values[t, idx] = v
         return next_values
 
-    def advantages(self, gamma: float, gae_lambda: float) -> tuple[np.ndarray, np.ndarray]:
+    def advantages(self, gamma, gae_lambda) -> tuple[np.ndarray, np.ndarray]:
+        """GAE over the whole buffer; ``gamma`` and ``gae_lambda`` are scalars or one per member."""
         return compute_gae(self.rewards, self.values[:-1], self.next_values(), self.terminated, self.dones,
-                           gamma, gae_lambda)
+                           self.per_env(gamma), self.per_env(gae_lambda))
 
     def group_advantages(self, scale: bool) -> np.ndarray:
-        """GRPO's advantages (``compute_group_advantages``), one group per rollout step: the pulls of step t across
-        the envs. Only sound where every sample of a step comes from the same state and is a whole episode."""
+        """GRPO's advantages (``compute_group_advantages``), one group per rollout step and member: the pulls of
+        step t across the member's envs. Only sound where every sample of a step comes from the same state and is
+        a whole episode."""
         if not self.valid.all():
             raise ConfigError("agent.advantage='group' needs every step of a rollout to be a sample: use "
                               "env.autoreset_mode=same_step (or agent.advantage=gae)")
+        P, N = self.members, self.num_envs
         for t in range(self.num_steps):
-            obs = self.obs[t]
-            if not (self.dones[t].all() and (obs == obs[:1]).all()):
+            obs = self.obs[t].reshape(P, N, -1)
+            if not (self.dones[t].all() and (obs == obs[:, :1]).all()):
                 raise ConfigError("agent.advantage='group' is invalid for this env: a group must be one-step "
                                   "episodes from one state (e.g. the bandit), but step "
                                   f"{t} of the rollout has different observations or an unfinished episode; "
                                   "use agent.advantage=gae")
-        return compute_group_advantages(self.rewards, scale).astype(np.float32)
+        rewards = self.rewards.reshape(self.num_steps, P, N)
+        return compute_group_advantages(rewards, scale).astype(np.float32).reshape(self.num_steps, P * N)
 
-    def batch(self, gamma: float, gae_lambda: float, advantage: str = "gae", group_scale: bool = True) -> Batch:
-        """Flattened valid samples. ``advantage='group'``: GRPO's group-relative advantages replace GAE's (the
-        critic still regresses on the GAE returns, but the advantages do not use it)."""
+    def _per_member(self, x: np.ndarray) -> np.ndarray:
+        """``[T, P·N, …] → [P, T·N, …]``: each member's samples in rollout order (step-major, as a solo run's)."""
+        T, P, N = self.num_steps, self.members, self.num_envs
+        x = x.reshape(T, P, N, *x.shape[2:]).swapaxes(0, 1)
+        return x.reshape(P, T * N, *x.shape[3:])
+
+    def batch(self, gamma, gae_lambda, advantage: str = "gae", group_scale: bool = True) -> Batch:
+        """Every member's valid samples. ``advantage='group'``: GRPO's group-relative advantages replace GAE's
+        (the critic still regresses on the GAE returns, but the advantages do not use it)."""
         advantages, returns = self.advantages(gamma, gae_lambda)
         if advantage == "group":
             advantages = self.group_advantages(group_scale)
-        keep = np.flatnonzero(self.valid.reshape(-1))
-        T, N = self.num_steps, self.num_envs
-
-        def flat(x: np.ndarray) -> torch.Tensor:
-            return torch.from_numpy(x.reshape(T * N, *x.shape[2:])[keep])
-
-        return Batch(flat(self.obs), flat(self.actions), flat(self.logprobs), flat(self.values[:-1]),
-                     flat(advantages), flat(returns))
+        arrays = (self.obs, self.actions, self.logprobs, self.values[:-1], advantages, returns)
+        if self.valid.all():
+            return Batch(*(torch.from_numpy(self._per_member(x)) for x in arrays))
+        valid = self._per_member(self.valid)
+        counts = valid.sum(axis=1)
+        width = int(counts.max())
+        keep = np.zeros((self.members, width), dtype=np.int64)  # padding points at sample 0: its weight is 0
+        for k in range(self.members):
+            keep[k, :counts[k]] = np.flatnonzero(valid[k])
+        rows = np.arange(self.members)[:, None]
+        tensors = (torch.from_numpy(np.ascontiguousarray(self._per_member(x)[rows, keep])) for x in arrays)
+        return Batch(*tensors, counts=None if (counts == width).all() else counts)
 
 
 class Collector:
-    """Steps a vector env with a frozen policy and fills a ``RolloutBuffer``; keeps the state between rollouts
-    (current observations, which envs are on a NEXT_STEP reset step) so that it can be saved and restored."""
+    """Steps a vector env with a frozen policy population and fills a ``RolloutBuffer``; keeps the state between
+    rollouts (current observations, which envs are on a NEXT_STEP reset step) so that it can be saved and restored.
 
-    def __init__(self, envs, buffer: RolloutBuffer, rng: np.random.Generator, seed,
+    The vector env has ``members × num_envs`` sub-envs, member k's being the k-th block of ``num_envs``. Each member
+    samples its actions from its own generator (``rngs[k]``) and normalises with its own statistics."""
+
+    def __init__(self, envs, buffer: RolloutBuffer, rngs: Union[np.random.Generator, Sequence[np.random.Generator]],
+                 seed,
                  spec: Optional[SpaceSpec] = None, obs_norm: Optional[ObsNormalizer] = None,
                  reward_scaler: Optional[RewardScaler] = None):
         self.envs = envs
         self.buffer = buffer
-        self.rng = rng
+        self.rngs = [rngs] if isinstance(rngs, np.random.Generator) else list(rngs)
+        self.members, self.num_envs = buffer.members, buffer.num_envs
         self.spec = spec if spec is not None else vector_space_spec(envs)
         self.obs_norm, self.reward_scaler = obs_norm, reward_scaler
         self.mode = check_autoreset(envs)
@@ -201,23 +182,35 @@ class Collector:
         self.prev_done = np.zeros(self.envs.num_envs, dtype=bool)
 
     def _policy_obs(self, obs) -> np.ndarray:
-        """What the policy sees: the env's observations, normalised (learning the statistics) if configured.
-        ``self.obs`` holds them in this form, so the bootstrap value and the next step see the same input."""
-        obs = np.asarray(obs, dtype=np.float32)
+        """What the policy sees, ``[P, N, obs_dim]``: the env's observations, normalised (learning the statistics)
+        if configured. ``self.obs`` holds them in this form, so the bootstrap value and the next step see the same
+        input."""
+        obs = np.asarray(obs, dtype=np.float32).reshape(self.members, self.num_envs, -1)
         return obs if self.obs_norm is None else self.obs_norm(obs, update=True)
 
+    def _final_values(self, inference: Inference, next_obs, info: dict, idx: np.ndarray) -> np.ndarray:
+        """V(final observation) of the sub-envs ``idx`` that were truncated (SAME_STEP keeps it in ``info``)."""
+        final = np.asarray(next_obs, dtype=np.float32).copy()
+        final[idx] = np.stack([info["final_obs"][i] for i in idx])
+        final = final.reshape(self.members, self.num_envs, -1)
+        if self.obs_norm is not None:
+            final = self.obs_norm.apply(final)
+        return inference.value(final).reshape(-1)[idx]
+
     def collect(self, inference: Inference) -> EpisodeStats:
-        buf, envs, rng = self.buffer, self.envs, self.rng
+        buf, envs, rngs = self.buffer, self.envs, self.rngs
+        E = self.members * self.num_envs
         buf.truncated_next_values.clear()
-        stats = EpisodeStats([], [])
+        stats = EpisodeStats.empty(self.members)
         obs, prev_done = self.obs, self.prev_done
         for t in range(buf.num_steps):
             params = inference.dist_params(obs)
-            buf.values[t] = inference.value(obs)
-            actions, logp = select_actions(params, inference.log_std, rng)
-            buf.obs[t] = obs
+            buf.values[t] = inference.value(obs).reshape(E)
+            actions, logp = select_actions(params, inference.log_std, rngs)
+            actions = actions.reshape(E, *actions.shape[2:])
+            buf.obs[t] = obs.reshape(E, -1)
             buf.actions[t] = actions
-            buf.logprobs[t] = logp
+            buf.logprobs[t] = logp.reshape(E)
             next_obs, reward, terminated, truncated, info = envs.step(self.spec.to_env(actions))
             done = terminated | truncated
             valid = ~prev_done if self.next_step else None
@@ -230,15 +223,13 @@ class Collector:
                 prev_done = done
             elif truncated.any():
                 idx = np.flatnonzero(truncated)
-                final = np.stack([info["final_obs"][i] for i in idx]).astype(np.float32)
-                if self.obs_norm is not None:
-                    final = self.obs_norm.apply(final)
-                buf.truncated_next_values.append((t, idx, inference.value(final)))
+                buf.truncated_next_values.append((t, idx, self._final_values(inference, next_obs, info, idx)))
             if "_episode" in info:
-                mask = info["_episode"]
-                stats.returns.extend(info["episode"]["r"][mask].tolist())
-                stats.lengths.extend(info["episode"]["l"][mask].tolist())
+                for i in np.flatnonzero(info["_episode"]):
+                    k = i // self.num_envs
+                    stats.returns[k].append(float(info["episode"]["r"][i]))
+                    stats.lengths[k].append(int(info["episode"]["l"][i]))
             obs = self._policy_obs(next_obs)
-        buf.values[-1] = inference.value(obs)
+        buf.values[-1] = inference.value(obs).reshape(E)
         self.obs, self.prev_done = obs, prev_done
         return stats

@@ -28,7 +28,7 @@ without saving a counter, and every evaluation runs on episodes no other evaluat
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
+from typing import Sequence, Union
 
 import numpy as np
 
@@ -84,11 +84,21 @@ def reset_seed(envs, seq: np.random.SeedSequence) -> Union[int, list[int]]:
     """The ``seed`` argument of ``envs.reset`` for the stream ``seq``: one seed per sub-env (``child(seq, j)``)
     for sync/async vector envs, a single integer for native vector envs (such as CartPole's), which draw every
     sub-env from one generator."""
+    return population_reset_seed(envs, [seq])
+
+
+def population_reset_seed(envs, seqs: Sequence[np.random.SeedSequence]) -> Union[int, list[int]]:
+    """``reset_seed`` for a vector env whose sub-envs are P members' blocks of ``num_envs / P``: sync/async envs
+    give member k's sub-env j the seed ``child(seqs[k], j)``, as its solo run would; a native vector env draws every
+    sub-env from one generator, seeded here by all the members' streams together (for one member: its own)."""
     from gymnasium.vector import AsyncVectorEnv, SyncVectorEnv
 
     if isinstance(envs.unwrapped, (SyncVectorEnv, AsyncVectorEnv)):
-        return [int_seed(child(seq, j)) for j in range(envs.num_envs)]
-    return int_seed(seq)
+        n = envs.num_envs // len(seqs)
+        return [int_seed(child(seq, j)) for seq in seqs for j in range(n)]
+    if len(seqs) == 1:
+        return int_seed(seqs[0])
+    return int_seed(np.random.SeedSequence([int(s.entropy) for s in seqs], spawn_key=tuple(seqs[0].spawn_key)))
 
 
 def action_rng(seq: np.random.SeedSequence) -> np.random.Generator:

@@ -224,12 +224,12 @@ def _timed_trainer_class():
             self.eval_seconds = 0.0
             self.evals: list[tuple[int, float]] = []
 
-        def evaluate(self, episodes: int, final: bool = False):
+        def evaluate_members(self, members, episodes: int, final: bool = False):
             start = time.perf_counter()
-            result = super().evaluate(episodes, final)
+            results = super().evaluate_members(members, episodes, final)
             self.eval_seconds += time.perf_counter() - start
-            self.evals.append((self.global_step, result.mean))
-            return result
+            self.evals.extend((self.global_step, result.mean) for result in results)
+            return results
 
     return TimedTrainer
 
@@ -427,7 +427,7 @@ def _sb3_callback(on_rollout_start: Callable[[Any], bool], on_rollout_end: Calla
 
 def sb3_inference(model):
     """SB3's policy as our ``Inference`` (logits of the categorical head), for the shared evaluator."""
-    from agents.rollout import Inference
+    from agents.inference import Inference
 
     policy = model.policy
 

@@ -28,7 +28,7 @@ from agents.config import ConfigError, first_line
 from agents.evaluation import EvalResult, evaluate_policy
 from agents.networks import ActorCritic, build_policy
 from agents.normalization import ObsNormalizer
-from agents.rollout import Inference, make_inference, select_actions
+from agents.inference import Inference, make_inference, select_actions
 from agents.spaces import space_spec
 from conf import CONF_DIR
 from envs.vector import env_spec, make_vec_env, space_dims

@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
@@ -18,6 +19,7 @@ from agents.checkpoint import CHECKPOINT_NAME, FORMAT_VERSION, load_checkpoint, 
 from agents.config import ConfigError, first_line
 from agents.envstate import IncompleteEnvState
 from agents.logger import TensorBoardLogger
+from agents.train import Member, TrainResult
 from envs.vector import make_vec_env
 from experiments.config import TrainConfig
 
@@ -245,69 +247,78 @@ def _shared_key(name: str, theirs: dict, ours: dict) -> str:
     return name[len("actor_"):] if theirs[critic] == theirs[name] and ours[critic] == ours[name] else name
 
 
-def run_training(cfg: DictConfig, output_dir: str | Path, overrides: Sequence[str] = ()) -> float:
-    """Train one run into ``output_dir``; returns the final evaluation's mean return (NaN if none)."""
-    resume = OmegaConf.select(cfg, "resume", default=None) if OmegaConf.is_config(cfg) else cfg.get("resume")
-    # a resumed run is validated with its saved config (this command's own composition may not fit it)
-    train_cfg = to_train_config(cfg) if resume is None else None
-    run_dir = Path(output_dir)
-    state = None
-    if resume is not None:
-        if not isinstance(resume, str):
-            raise ConfigError(f"resume={resume!r} is invalid: give a checkpoint file or run folder")
-        ckpt = resolve_checkpoint(resume, key="resume")
-        state = load_checkpoint(ckpt, key="resume")
-        if state["format"] != FORMAT_VERSION:
-            raise ConfigError(f"resume={resume!r} is invalid: the checkpoint was written by an older version of this "
-                              f"package (format {state['format']}, now {FORMAT_VERSION}), whose training state cannot "
-                              "continue exactly; it can still be evaluated or used as init_checkpoint")
-        saved = OmegaConf.create(state["run"]["config"])
-        user_overrides = [o for o in overrides if not o.startswith("hydra")]
-        _check_resume_overrides(user_overrides, cfg, saved, _original_overrides(ckpt.parent))
-        for item in user_overrides:  # only what the user gave on this command line replaces the saved values
-            name = _override_key(item)
-            if name in RESUME_OVERRIDES[1:]:
-                OmegaConf.update(saved, name, OmegaConf.select(cfg, name), force_add=True)
-        # an opt-in for this resume only: the saved config keeps false, so the next resume asks again
-        allow_inexact = bool(OmegaConf.select(saved, "allow_inexact_resume", default=False))
-        saved.allow_inexact_resume = False
-        saved.resume = resume
-        cfg = saved
-        train_cfg = to_train_config(saved)
-        train_cfg.allow_inexact_resume = allow_inexact
-        run_dir = ckpt.parent
-    torch.set_num_threads(train_cfg.torch_threads)
+@dataclass
+class RunPlan:
+    """One run, ready to build: its validated config, its folder and the checkpoints it starts from."""
 
-    envs = make_vec_env(train_cfg.env)
-    env_cfg = train_cfg.env
-    ref_state = init_state = None
-    if state is None:
-        if train_cfg.ref_checkpoint is not None:
-            ref_state = load_checkpoint(train_cfg.ref_checkpoint, key="ref_checkpoint")
-            _check_compatible(ref_state, train_cfg, "ref_checkpoint")
-        if train_cfg.init_checkpoint is not None:
-            init_state = load_checkpoint(train_cfg.init_checkpoint, key="init_checkpoint")
-            _check_compatible(init_state, train_cfg, "init_checkpoint")
-    key = "resume" if state is not None else "init_checkpoint" if init_state is not None else "ref_checkpoint"
+    cfg: DictConfig
+    """The config the run keeps (on resume: the saved one, with the allowed overrides applied)."""
+    train_cfg: TrainConfig
+    run_dir: Path
+    state: Optional[dict] = None
+    """The checkpoint a resumed run continues from."""
+    init_state: Optional[dict] = None
+    ref_state: Optional[dict] = None
+
+    @property
+    def checkpoint_key(self) -> str:
+        """The key to name when a checkpoint does not fit this run's env or network."""
+        return "resume" if self.state is not None else "init_checkpoint" if self.init_state is not None \
+            else "ref_checkpoint"
+
+    def member(self) -> Member:
+        """The run as a member of a population (a solo run is the population of one)."""
+        tc = self.train_cfg
+        return Member(tc.agent, tc.seed, checkpoint_path=self.run_dir / CHECKPOINT_NAME,
+                      stop_return=tc.eval.stop_return, checkpoint_every=tc.checkpoint_every,
+                      run_info={"config": OmegaConf.to_container(self.cfg, resolve=True)},
+                      init_agent=self.init_state["agent"] if self.init_state is not None else None)
+
+
+def plan_run(cfg: DictConfig, output_dir: str | Path, overrides: Sequence[str] = ()) -> RunPlan:
+    """Validate a run's config (a resumed run: with its saved config) and load the checkpoints it starts from;
+    raises ``ConfigError`` naming the key."""
+    resume = OmegaConf.select(cfg, "resume", default=None) if OmegaConf.is_config(cfg) else cfg.get("resume")
+    if resume is None:
+        plan = RunPlan(cfg, to_train_config(cfg), Path(output_dir))
+        tc = plan.train_cfg
+        if tc.ref_checkpoint is not None:
+            plan.ref_state = load_checkpoint(tc.ref_checkpoint, key="ref_checkpoint")
+            _check_compatible(plan.ref_state, tc, "ref_checkpoint")
+        if tc.init_checkpoint is not None:
+            plan.init_state = load_checkpoint(tc.init_checkpoint, key="init_checkpoint")
+            _check_compatible(plan.init_state, tc, "init_checkpoint")
+        return plan
+    if not isinstance(resume, str):
+        raise ConfigError(f"resume={resume!r} is invalid: give a checkpoint file or run folder")
+    ckpt = resolve_checkpoint(resume, key="resume")
+    state = load_checkpoint(ckpt, key="resume")
+    if state["format"] != FORMAT_VERSION:
+        raise ConfigError(f"resume={resume!r} is invalid: the checkpoint was written by an older version of this "
+                          f"package (format {state['format']}, now {FORMAT_VERSION}), whose training state cannot "
+                          "continue exactly; it can still be evaluated or used as init_checkpoint")
+    saved = OmegaConf.create(state["run"]["config"])
+    user_overrides = [o for o in overrides if not o.startswith("hydra")]
+    _check_resume_overrides(user_overrides, cfg, saved, _original_overrides(ckpt.parent))
+    for item in user_overrides:  # only what the user gave on this command line replaces the saved values
+        name = _override_key(item)
+        if name in RESUME_OVERRIDES[1:]:
+            OmegaConf.update(saved, name, OmegaConf.select(cfg, name), force_add=True)
+    # an opt-in for this resume only: the saved config keeps false, so the next resume asks again
+    allow_inexact = bool(OmegaConf.select(saved, "allow_inexact_resume", default=False))
+    saved.allow_inexact_resume = False
+    saved.resume = resume
+    train_cfg = to_train_config(saved)
+    train_cfg.allow_inexact_resume = allow_inexact
+    _check_compatible(state, train_cfg, "resume")
+    return RunPlan(saved, train_cfg, ckpt.parent, state=state)
+
+
+@contextlib.contextmanager
+def checkpoint_errors(key: str) -> Iterator[None]:
+    """A checkpoint that does not fit the env/network, or an env state it cannot restore: one ``ConfigError``."""
     try:
-        trainer = Trainer(
-            train_cfg.agent, envs, train_cfg.total_timesteps, train_cfg.seed,
-            make_eval_envs=lambda n: make_vec_env(env_cfg, n),
-            checkpoint_path=run_dir / CHECKPOINT_NAME, checkpoint_every=train_cfg.checkpoint_every,
-            eval_every=train_cfg.eval.every, eval_episodes=train_cfg.eval.episodes,
-            stop_return=train_cfg.eval.stop_return, progress=train_cfg.progress,
-            run_info={"config": OmegaConf.to_container(cfg, resolve=True)},
-            init_agent=init_state["agent"] if init_state is not None else None,
-        )
-        if state is not None:
-            _check_compatible(state, train_cfg, "resume")
-            if not trainer.load_state_dict(state, allow_inexact=train_cfg.allow_inexact_resume):
-                log.warning("resume: the checkpoint could not capture the env state; continuing from freshly "
-                            "reset envs (allow_inexact_resume=true), so this run will not equal an "
-                            "uninterrupted one")
-        if ref_state is not None:
-            key = "ref_checkpoint"
-            trainer.agent.set_reference(ref_state["agent"]["policy"])
+        yield
     except IncompleteEnvState as exc:
         raise ConfigError(f"resume: {first_line(exc)}; add allow_inexact_resume=true to continue from freshly "
                           "reset envs instead") from None
@@ -317,25 +328,44 @@ def run_training(cfg: DictConfig, output_dir: str | Path, overrides: Sequence[st
         raise ConfigError(f"{key}: the checkpoint does not fit this env/network "
                           f"({_load_error_detail(exc)[:200]})") from None
 
-    tb_dir = run_dir / "tb"
-    # On resume, TensorBoard drops events an interrupted run wrote after its checkpoint (steps > global_step).
-    logger = TensorBoardLogger(tb_dir, purge_step=trainer.global_step + 1 if state is not None else None)
-    trainer.logger = logger
-    if state is None:
-        logger.text("config", "```yaml\n" + OmegaConf.to_yaml(cfg, resolve=True) + "\n```")
-    log.info("run dir: %s", run_dir)
+
+def build_trainer(plans: Sequence[RunPlan], envs) -> Trainer:
+    """The trainer of one run, or of a population of runs (their configs equal outside the per-member keys)."""
+    tc, key = plans[0].train_cfg, plans[0].checkpoint_key
+    env_cfg = tc.env
+    with checkpoint_errors(key):
+        trainer = Trainer.population(
+            [plan.member() for plan in plans], envs, tc.total_timesteps,
+            make_eval_envs=lambda n: make_vec_env(env_cfg, n), eval_every=tc.eval.every,
+            eval_episodes=tc.eval.episodes, progress=tc.progress)
+        for k, plan in enumerate(plans):
+            if plan.state is not None and not trainer.load_state_dict(plan.state,
+                                                                      tc.allow_inexact_resume):
+                log.warning("resume: the checkpoint could not capture the env state; continuing from freshly "
+                            "reset envs (allow_inexact_resume=true), so this run will not equal an "
+                            "uninterrupted one")
+    with checkpoint_errors("ref_checkpoint"):
+        for k, plan in enumerate(plans):
+            if plan.ref_state is not None:
+                trainer.agent.set_reference(k, plan.ref_state["agent"]["policy"])
+    return trainer
+
+
+def open_logger(plan: RunPlan, global_step: int) -> TensorBoardLogger:
+    """The run's TensorBoard writer. On resume, TensorBoard drops the events an interrupted run wrote after its
+    checkpoint (steps > global_step)."""
+    tb_dir = plan.run_dir / "tb"
+    logger = TensorBoardLogger(tb_dir, purge_step=global_step + 1 if plan.state is not None else None)
+    if plan.state is None:
+        logger.text("config", "```yaml\n" + OmegaConf.to_yaml(plan.cfg, resolve=True) + "\n```")
+    log.info("run dir: %s", plan.run_dir)
     log.info("TensorBoard logs: %s  (view: tensorboard --logdir %s)", tb_dir, tb_dir)
-    try:
-        with StopFlag() as stop:
-            result = trainer.run(should_stop=stop)
-    finally:
-        envs.close()
-    if result.interrupted:
-        logger.close()
-        code = SIGNAL_EXIT_CODES.get(stop.signum, 1)
-        log.info("interrupted at step %d: checkpoint %s (continue with resume=%s)",
-                 result.global_step, result.checkpoint, run_dir)
-        sys.exit(code)
+    return logger
+
+
+def report(plan: RunPlan, result: TrainResult, logger: TensorBoardLogger) -> float:
+    """Log the end of a finished run (HParams once per finished run) and return its final evaluation's mean."""
+    state, train_cfg = plan.state, plan.train_cfg
     if state is not None and result.iterations == int(state["iteration"]):
         log.info("nothing left to train: the checkpoint is at step %d of %d", result.global_step,
                  train_cfg.total_timesteps)
@@ -350,3 +380,27 @@ def run_training(cfg: DictConfig, output_dir: str | Path, overrides: Sequence[st
         log.info("eval: mean_return=%.2f std=%.2f episodes=%d steps=%d", final, result.eval.std,
                  len(result.eval.returns), result.global_step)
     return final
+
+
+def report_interrupted(plan: RunPlan, result: TrainResult, logger: TensorBoardLogger) -> None:
+    logger.close()
+    log.info("interrupted at step %d: checkpoint %s (continue with resume=%s)",
+             result.global_step, result.checkpoint, plan.run_dir)
+
+
+def run_training(cfg: DictConfig, output_dir: str | Path, overrides: Sequence[str] = ()) -> float:
+    """Train one run into ``output_dir``; returns the final evaluation's mean return (NaN if none)."""
+    plan = plan_run(cfg, output_dir, overrides)
+    torch.set_num_threads(plan.train_cfg.torch_threads)
+    envs = make_vec_env(plan.train_cfg.env)
+    try:
+        trainer = build_trainer([plan], envs)
+        trainer.logger = logger = open_logger(plan, trainer.global_step)
+        with StopFlag() as stop:
+            result = trainer.run(should_stop=stop)
+    finally:
+        envs.close()
+    if result.interrupted:
+        report_interrupted(plan, result, logger)
+        sys.exit(SIGNAL_EXIT_CODES.get(stop.signum, 1))
+    return report(plan, result, logger)

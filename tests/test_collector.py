@@ -15,7 +15,8 @@ import pytest
 from gymnasium.vector import AutoresetMode
 
 from agents.gae import compute_gae
-from agents.rollout import Collector, Inference, RolloutBuffer
+from agents.inference import Inference
+from agents.rollout import Collector, RolloutBuffer
 
 SEED = 5
 VALUE_W = np.array([0.3, -0.2, 1.0, 0.5], dtype=np.float32)
@@ -26,9 +27,9 @@ def angle_controller(gain: tuple[float, float] = (1.0, 0.0)) -> Inference:
     with a linear critic. Angle only (the default) fails after 25–55 steps: a mix of terminations and, with a
     60-step limit, truncations."""
 
-    def dist_params(obs: np.ndarray) -> np.ndarray:
-        s = gain[0] * obs[:, 2] + gain[1] * obs[:, 3]
-        return np.stack([-1e4 * s, 1e4 * s], axis=1).astype(np.float32)
+    def dist_params(obs: np.ndarray) -> np.ndarray:  # [P, N, 4] → [P, N, 2] (the collector's population axis)
+        s = gain[0] * obs[..., 2] + gain[1] * obs[..., 3]
+        return np.stack([-1e4 * s, 1e4 * s], axis=-1).astype(np.float32)
 
     def value(obs: np.ndarray) -> np.ndarray:
         return (10.0 + obs @ VALUE_W).astype(np.float32)
@@ -79,12 +80,12 @@ def test_next_step_reset_steps_are_invalid_and_left_out_of_the_batch(kind):
         np.testing.assert_array_equal(buf.rewards[~buf.valid], 0.0)
         np.testing.assert_array_equal(buf.rewards[buf.valid], 1.0)
         batch = buf.batch(gamma=0.99, gae_lambda=0.95)
-        assert len(batch) == int(buf.valid.sum())
+        assert batch.sizes().tolist() == [int(buf.valid.sum())]  # a population of one: its valid samples
         advantages, returns = buf.advantages(0.99, 0.95)
-        np.testing.assert_array_equal(batch.obs.numpy(), buf.obs[buf.valid])
-        np.testing.assert_array_equal(batch.actions.numpy(), buf.actions[buf.valid])
-        np.testing.assert_array_equal(batch.advantages.numpy(), advantages[buf.valid])
-        np.testing.assert_array_equal(batch.returns.numpy(), returns[buf.valid])
+        np.testing.assert_array_equal(batch.obs[0].numpy(), buf.obs[buf.valid])
+        np.testing.assert_array_equal(batch.actions[0].numpy(), buf.actions[buf.valid])
+        np.testing.assert_array_equal(batch.advantages[0].numpy(), advantages[buf.valid])
+        np.testing.assert_array_equal(batch.returns[0].numpy(), returns[buf.valid])
     assert first.dones[-1, 0] and not second.valid[0, 0]  # env 0 finished at the end of rollout 1
     assert sum(int((~b.valid).sum()) for b in bufs) >= 3
 

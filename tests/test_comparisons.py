@@ -70,7 +70,7 @@ def shared_rows(a: np.ndarray, b: np.ndarray) -> int:
 def first_observations(env_cfg: EnvConfig, seed: int) -> np.ndarray:
     envs = make_vec_env(env_cfg)
     try:
-        return Trainer(PPOConfig(), envs, 1024, seed).collector.obs.copy()
+        return Trainer(PPOConfig(), envs, 1024, seed).collector.obs[0].copy()  # member 0 of a population of one
     finally:
         envs.close()
 
@@ -89,7 +89,7 @@ def episode_starts(seed: int, steps: int = 300) -> list[set]:
     """Per sub-env, the first observation of every episode it starts in ``steps`` steps of random actions."""
     envs = make_vec_env(CARTPOLE_SYNC)
     trainer = Trainer(PPOConfig(), envs, 1024, seed)
-    starts = [{row.tobytes()} for row in trainer.collector.obs]
+    starts = [{row.tobytes()} for row in trainer.collector.obs[0]]  # member 0 of a population of one
     rng = np.random.default_rng(123)  # the same actions for both runs
     prev_done = np.zeros(4, bool)
     for _ in range(steps):
@@ -223,8 +223,8 @@ def test_init_checkpoint_starts_policy_critic_and_reference_from_it(bandit_base)
     trainer = Trainer(bandit_cfg(kl_coef=0.1), envs, 1024, 7, init_agent=base["agent"])
     envs.close()
     for name, tensor in base["agent"]["policy"].items():
-        assert torch.equal(trainer.agent.policy.state_dict()[name], tensor)
-        assert torch.equal(trainer.agent.ref_policy.state_dict()[name], tensor)
+        assert torch.equal(trainer.agent.policy.member_state(0)[name], tensor)
+        assert torch.equal(trainer.agent.ref_policy.member_state(0)[name], tensor)
 
 
 def test_fine_tuning_with_kl_keeps_the_policy_near_its_start_monotonically_in_beta(monkeypatch, capsys, tmp_path,
@@ -280,8 +280,8 @@ def test_rollout_batch_uses_group_advantages_per_step():
     buf.rewards[:] = [[1.0, 0.0, -1.0, 0.0], [5.0, 3.0, 3.0, 5.0]]
     buf.terminated[:] = buf.dones[:] = True
     batch = buf.batch(1.0, 1.0, advantage="group", group_scale=False)
-    np.testing.assert_allclose(batch.advantages.numpy(), [1, 0, -1, 0, 1, -1, -1, 1])
-    np.testing.assert_allclose(batch.returns.numpy(), buf.rewards.reshape(-1))  # the critic's target is unchanged
+    np.testing.assert_allclose(batch.advantages[0].numpy(), [1, 0, -1, 0, 1, -1, -1, 1])
+    np.testing.assert_allclose(batch.returns[0].numpy(), buf.rewards.reshape(-1))  # the critic's target is unchanged
     buf.obs[1, 2] = 0.5  # two states in one group
     with pytest.raises(ConfigError, match="agent.advantage='group' is invalid for this env"):
         buf.batch(1.0, 1.0, advantage="group")
@@ -295,7 +295,7 @@ def test_bandit_converges_with_group_advantages(scale):
     trainer = Trainer(bandit_cfg(advantage="group", group_scale=scale), envs, 4096, 3)
     trainer.run()
     envs.close()
-    logits = trainer.agent.policy.logits.detach().double()
+    logits = trainer.agent.policy.member(0).logits.detach().double()
     assert torch.softmax(logits, 0)[1] > 0.9
 
 

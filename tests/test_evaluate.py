@@ -20,7 +20,7 @@ from agents.checkpoint import save_checkpoint
 from agents.config import ConfigError
 from agents.evaluation import evaluate_policy
 from agents.networks import MLPActorCritic, TabularActorCritic
-from agents.rollout import make_inference
+from agents.inference import make_inference
 from envs.vector import EnvConfig, make_vec_env
 from experiments.config import EvaluateConfig
 from experiments.evaluate import run_evaluation

@@ -1,5 +1,8 @@
 """``FlatAdam``, the PPO update's optimizer: the arithmetic of ``torch.optim.Adam(foreach=True)`` (+ grad-norm
-clipping) over one flat buffer, checkpoints in torch.optim.Adam's layout, and no ``torch._dynamo`` import."""
+clipping) over one flat buffer, checkpoints in torch.optim.Adam's layout, and no ``torch._dynamo`` import.
+
+FlatAdam optimises a population (parameters with a leading member axis); here a population of one is compared
+with torch.optim.Adam on the member module itself."""
 
 from __future__ import annotations
 
@@ -12,12 +15,15 @@ import pytest
 import torch
 
 from agents.config import PPOConfig
-from agents.networks import build_policy
-from agents.ppo import FlatAdam, PPOAgent
+from agents.networks import PolicyPopulation, build_policy
+from agents.optim import FlatAdam
+from agents.ppo import PPOAgent
 from agents.rollout import Batch
 
 
 def loss_of(policy, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    if isinstance(policy, PolicyPopulation):
+        x = x.unsqueeze(0)
     return ((policy.dist_params(x) - y) ** 2).mean() * 10 + policy.value(x).pow(2).mean() + policy.log_std.sum()
 
 
@@ -38,13 +44,17 @@ def train(policy, optimizer, steps: int, clip: float, seed: int = 0, reference: 
 def pair(lr: float = 1e-3):
     torch.manual_seed(0)
     ref = build_policy(3, 2, False, actor_hidden_sizes=[16, 16], critic_hidden_sizes=[16, 16])
-    flat = copy.deepcopy(ref)
+    flat = PolicyPopulation([copy.deepcopy(ref)])
     return (ref, torch.optim.Adam(ref.parameters(), lr=lr, eps=1e-5, foreach=True),
             flat, FlatAdam(flat.parameters(), lr=lr, eps=1e-5))
 
 
 def max_diff(a, b) -> float:
-    return max((p - q).abs().max().item() for p, q in zip(a.parameters(), b.parameters()))
+    """Largest parameter difference of two policies (modules or populations of one)."""
+    def params(m):
+        return [p[0] if isinstance(m, PolicyPopulation) else p for p in m.parameters()]
+
+    return max((p - q).abs().max().item() for p, q in zip(params(a), params(b)))
 
 
 def test_same_steps_as_torch_adam_bit_for_bit_without_clipping():
@@ -65,7 +75,7 @@ def test_state_dict_round_trips_through_torch_adam():
     ref, ref_opt, flat, flat_opt = pair()
     train(ref, ref_opt, 5, clip=0.0, reference=True)
     train(flat, flat_opt, 5, clip=0.0)
-    theirs, ours = ref_opt.state_dict(), flat_opt.state_dict()
+    theirs, ours = ref_opt.state_dict(), flat_opt.member_state_dict(0)
     assert ours["param_groups"] == theirs["param_groups"]
     assert ours["state"].keys() == theirs["state"].keys()
     for i, entry in theirs["state"].items():
@@ -73,11 +83,11 @@ def test_state_dict_round_trips_through_torch_adam():
             assert torch.equal(ours["state"][i][key], entry[key]), (i, key)
 
     # continue each from the other's state: both keep matching the uninterrupted torch run
-    other_flat = copy.deepcopy(ref)
+    other_flat = PolicyPopulation([copy.deepcopy(ref)])
     other_opt = FlatAdam(other_flat.parameters(), lr=0.5, eps=1e-5)
-    other_opt.load_state_dict(theirs)
-    assert other_opt.steps == 5 and other_opt.param_groups[0]["lr"] == 1e-3
-    other_ref = copy.deepcopy(flat)
+    other_opt.load_member_state_dict(0, theirs)
+    assert other_opt.steps[0] == 5 and other_opt.lr[0] == 1e-3
+    other_ref = flat.member(0)
     other_ref_opt = torch.optim.Adam(other_ref.parameters(), lr=0.5, eps=1e-5, foreach=True)
     other_ref_opt.load_state_dict(ours)
     train(ref, ref_opt, 5, clip=0.0, seed=1, reference=True)
@@ -88,9 +98,10 @@ def test_state_dict_round_trips_through_torch_adam():
 
 def test_a_state_dict_of_another_network_is_refused():
     _, ref_opt, _, _ = pair()
-    small = FlatAdam(build_policy(3, 2, True, actor_hidden_sizes=[8], critic_hidden_sizes=[8]).parameters(), lr=1e-3)
+    small = FlatAdam(PolicyPopulation([build_policy(3, 2, True, actor_hidden_sizes=[8], critic_hidden_sizes=[8])])
+                     .parameters(), lr=1e-3)
     with pytest.raises(ValueError):
-        small.load_state_dict(ref_opt.state_dict())
+        small.load_member_state_dict(0, ref_opt.state_dict())
 
 
 def test_gradients_replaced_by_module_zero_grad_are_still_used():
@@ -104,7 +115,7 @@ def test_gradients_replaced_by_module_zero_grad_are_still_used():
         loss_of(flat, x, y).backward()
         flat_opt.step()
     assert max_diff(ref, flat) == 0.0
-    assert all(p.grad.data_ptr() == flat_opt.flat_grad[sl].data_ptr()
+    assert all(p.grad.data_ptr() == flat_opt.flat_grad[:, sl].data_ptr()
                for p, sl in zip(flat_opt.params, flat_opt._slices))
 
 
@@ -120,9 +131,9 @@ def test_ppo_update_matches_torch_adam_on_the_same_batch():
     """The whole PPO update with FlatAdam equals the update written with torch.optim.Adam + clip_grad_norm_."""
     n = 256
     g = torch.Generator().manual_seed(0)
-    batch = Batch(torch.randn(n, 4, generator=g), torch.randint(0, 2, (n,), generator=g),
-                  torch.randn(n, generator=g) * 0.1 - 0.7, torch.randn(n, generator=g), torch.randn(n, generator=g),
-                  torch.randn(n, generator=g))
+    batch = Batch(torch.randn(1, n, 4, generator=g), torch.randint(0, 2, (1, n), generator=g),
+                  torch.randn(1, n, generator=g) * 0.1 - 0.7, torch.randn(1, n, generator=g),
+                  torch.randn(1, n, generator=g), torch.randn(1, n, generator=g))
 
     class TorchAdam(torch.optim.Adam):
         def clip_grad_norm_(self, max_norm):
@@ -150,8 +161,8 @@ def test_training_never_imports_torch_dynamo():
             "from agents.rollout import Batch\n"
             "a = PPOAgent(PPOConfig(), 4, 2, True, np.random.default_rng(0))\n"
             "n = 512\n"
-            "a.update(Batch(torch.randn(n, 4), torch.randint(0, 2, (n,)), torch.zeros(n), torch.zeros(n),"
-            " torch.randn(n), torch.randn(n)))\n"
+            "a.update(Batch(torch.randn(1, n, 4), torch.randint(0, 2, (1, n)), torch.zeros(1, n), torch.zeros(1, n),"
+            " torch.randn(1, n), torch.randn(1, n)))\n"
             "print('torch._dynamo' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

@@ -38,5 +38,5 @@ def test_bandit_default_converges_to_the_best_arm_for_every_seed():
         trainer = Trainer(cfg.agent, make_vec_env(cfg.env), cfg.total_timesteps, seed, eval_episodes=0,
                           progress=False)
         trainer.run()
-        probs = trainer.agent.policy.logits.detach().softmax(-1)
+        probs = trainer.agent.policy.member(0).logits.detach().softmax(-1)
         assert int(probs.argmax()) == 2 and float(probs[2]) > 0.9, (seed, probs)

@@ -12,7 +12,7 @@ from torch import nn
 from agents import PPOConfig
 from agents.config import ConfigError
 from agents.networks import build_policy
-from agents.rollout import make_inference
+from agents.inference import make_inference
 
 
 def linears(seq: nn.Sequential) -> list[nn.Linear]:

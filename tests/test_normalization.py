@@ -15,24 +15,24 @@ from agents import PPOConfig, Trainer
 from agents.checkpoint import load_checkpoint
 from agents.evaluation import evaluate_policy
 from agents.normalization import ObsNormalizer, RewardScaler
-from agents.rollout import make_inference
+from agents.inference import make_inference
 from envs.vector import EnvConfig, make_vec_env
 
 
 def test_observation_statistics_match_a_two_pass_reference():
     rng = np.random.default_rng(0)
     batches = [rng.normal(loc=[3.0, -2.0, 0.0], scale=[0.5, 4.0, 1e-3], size=(n, 3)) for n in (1, 7, 64, 5)]
-    norm = ObsNormalizer(3, clip=5.0)
+    norm = ObsNormalizer(3, clip=5.0)  # a population of one: observations are [1, n, 3]
     for batch in batches:
-        norm(batch.astype(np.float32), update=True)
+        norm(batch.astype(np.float32)[None], update=True)
     data = np.concatenate([b.astype(np.float32).astype(np.float64) for b in batches])
     # two-pass reference over all the data, pooled with RunningMeanStd's prior (mean 0, var 1, weight 1e-4)
     n, prior = len(data), 1e-4
     mean = data.sum(0) / (n + prior)
     var = (prior * (1.0 + mean**2) + ((data - mean) ** 2).sum(0)) / (n + prior)
-    np.testing.assert_allclose(norm.rms.mean, mean, rtol=1e-9, atol=1e-12)
-    np.testing.assert_allclose(norm.rms.var, var, rtol=1e-7)
-    assert norm.rms.count == pytest.approx(n + prior)
+    np.testing.assert_allclose(norm.rms.mean[0], mean, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(norm.rms.var[0], var, rtol=1e-7)
+    assert norm.member_state(0)["count"] == pytest.approx(n + prior)
     obs = np.array([[3.5, 10.0, 1.0]], dtype=np.float32)
     expected = np.clip((obs - mean) / np.sqrt(var + 1e-8), -5.0, 5.0)
     np.testing.assert_allclose(norm.apply(obs), expected, rtol=1e-4)
@@ -59,8 +59,8 @@ def test_reward_scale_is_the_std_of_per_env_discounted_returns_restarted_each_ep
             seen.append(running[i])
             if done[t, i]:
                 running[i] = 0.0
-    assert scaler.rms.var == pytest.approx(np.var(seen), rel=1e-4)
-    np.testing.assert_allclose(scaler.returns, running)
+    assert scaler.rms.var[0] == pytest.approx(np.var(seen), rel=1e-4)
+    np.testing.assert_allclose(scaler.returns[0], running)
     np.testing.assert_allclose(out[-1], np.clip(rewards[-1] / np.sqrt(np.var(seen) + 1e-8), -3, 3), rtol=1e-4)
 
 
@@ -127,6 +127,6 @@ def test_fine_tuning_starts_from_the_checkpoints_statistics():
     second = Trainer(cfg, envs, 256, 1, init_agent=saved)
     envs.close()
     # the new trainer has learned from its own first reset already; its statistics continue the saved ones
-    assert second.agent.obs_norm.rms.count == pytest.approx(saved["obs_norm"]["count"] + 4)
+    assert second.agent.obs_norm.member_state(0)["count"] == pytest.approx(saved["obs_norm"]["count"] + 4)
     for name, tensor in saved["policy"].items():
-        assert torch.equal(second.agent.policy.state_dict()[name], tensor)
+        assert torch.equal(second.agent.policy.member_state(0)[name], tensor)

@@ -6,7 +6,7 @@ import warnings
 
 import numpy as np
 
-from agents.rollout import select_actions
+from agents.inference import select_actions
 
 
 class ConstantUniforms:

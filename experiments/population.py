@@ -1,0 +1,319 @@
+"""Population training: the jobs of one multirun batch trained together (``hydra/launcher=population``).
+
+The launcher (``hydra_plugins/population_launcher``) runs every job of a batch through Hydra as usual, but inside
+``collecting()``: there the entry point (``experiments.train``) does not train; it validates the job's config and
+registers a ``PopulationJob`` with ``register``. Once the whole batch is registered, the launcher hands the jobs to
+``train_population``, which groups them into populations (``group_jobs``: members may differ only in
+``MEMBER_KEYS``) and returns one outcome per job.
+
+Each population is one ``agents.Trainer`` over a vector env of ``members × num_envs`` sub-envs: one rollout, GAE
+and update code path with a member axis, the same one a solo run takes as a population of one. Every member writes
+what a solo run writes into its own job folder (``tb/`` with the same tags and HParams, ``checkpoint.pt`` in a
+solo run's layout), so the sweep report, ``experiments.evaluate`` and TensorBoard cannot tell them apart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Optional, Sequence
+
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_MEMBERS = 64
+"""Members per population unless ``hydra.launcher.max_members`` says otherwise (the memory cap)."""
+
+MEMBER_KEYS: tuple[str, ...] = (
+    # hyperparameters a batched trainer keeps one value of per member
+    "seed",
+    "agent.clip_ratio",
+    "agent.entropy_coef",
+    "agent.vf_coef",
+    "agent.learning_rate",
+    "agent.gamma",
+    "agent.gae_lambda",
+    "agent.max_grad_norm",
+    "agent.target_kl",
+    "agent.kl_coef",
+    "agent.kl_target",
+    "agent.norm_adv",
+    "agent.clip_value_loss",
+    # keys that never change the training trajectory
+    "eval.stop_return",
+    "progress",
+    "checkpoint_every",
+    "torch_threads",
+)
+"""Dotted keys of the run config in which the members of one population may differ. Every other key (``env.*``,
+``total_timesteps``, the other ``agent.*`` keys, ``eval.every``, ``eval.episodes``, ``init_checkpoint``,
+``ref_checkpoint``, …) must be equal inside a population. A job with ``resume`` set is a population of its own."""
+
+SOLO_KEYS: tuple[str, ...] = ("resume",)
+"""Keys that, when not null, put a job in a population of its own."""
+
+
+@dataclass
+class PopulationJob:
+    """One job of the batch, as the entry point registered it.
+
+    ``cfg`` is the job's composed run config (no ``hydra`` node, interpolations resolved), ``output_dir`` its run
+    folder and ``overrides`` its task overrides (what ``run_training`` takes). ``hydra_cfg`` is the job's Hydra
+    config (a config with a single ``hydra`` node, as ``.hydra/hydra.yaml``); ``job_scope`` uses it to restore the
+    job's Hydra state.
+    """
+
+    cfg: DictConfig
+    output_dir: str
+    overrides: list[str] = field(default_factory=list)
+    hydra_cfg: Optional[DictConfig] = None
+
+
+_batch: Optional[list[PopulationJob]] = None
+
+
+@contextlib.contextmanager
+def collecting() -> Iterator[list[PopulationJob]]:
+    """While active, ``register`` records jobs in the yielded list instead of anyone training them."""
+    global _batch
+    if _batch is not None:
+        raise RuntimeError("collecting() is already active: population batches do not nest")
+    _batch = []
+    try:
+        yield _batch
+    finally:
+        _batch = None
+
+
+def is_collecting() -> bool:
+    """True inside ``collecting()``: the entry point should ``register`` its job instead of training it."""
+    return _batch is not None
+
+
+def register(cfg: DictConfig, output_dir: str, overrides: Sequence[str] = ()) -> PopulationJob:
+    """Validate a job's config (raises ``ConfigError``, as ``run_training`` would) and add it to the batch being
+    collected. Returns the job: the launcher finds it as the job's provisional return value.
+
+    A resumed job is validated later, with its saved config, when it trains (as ``run_training`` does).
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    from experiments.run import to_train_config
+
+    if _batch is None:
+        raise RuntimeError("register() outside collecting(): nothing collects population jobs")
+    if OmegaConf.select(cfg, "resume", default=None) is None:
+        to_train_config(cfg)
+    job_cfg = copy.deepcopy(cfg)
+    OmegaConf.resolve(job_cfg)  # now, while the job's HydraConfig is set (a value may read ${hydra:...})
+    hydra_cfg = copy.deepcopy(HydraConfig.instance().cfg) if HydraConfig.initialized() else None
+    job = PopulationJob(cfg=job_cfg, output_dir=str(output_dir), overrides=list(overrides), hydra_cfg=hydra_cfg)
+    _batch.append(job)
+    return job
+
+
+def _leaves(node: Any, prefix: str = "") -> dict[str, Any]:
+    """Flat {dotted.key: value} of a plain nested dict (lists and empty dicts are values)."""
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if isinstance(value, dict) and value:
+            out.update(_leaves(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def flat_config(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved run config as {dotted.key: value}."""
+    return _leaves(OmegaConf.to_container(cfg, resolve=True))
+
+
+def population_key(cfg: DictConfig) -> str:
+    """What must be equal inside one population: the resolved config without ``MEMBER_KEYS``, as a string."""
+    shared = {key: value for key, value in flat_config(cfg).items() if key not in MEMBER_KEYS}
+    return json.dumps(shared, sort_keys=True, default=repr)
+
+
+def _is_solo(cfg: DictConfig) -> bool:
+    return any(OmegaConf.select(cfg, key, default=None) is not None for key in SOLO_KEYS)
+
+
+def _split(members: list[int], max_members: int) -> list[list[int]]:
+    """Split a group into the fewest parts of at most ``max_members``, their sizes differing by at most one."""
+    parts = math.ceil(len(members) / max_members)
+    size, extra = divmod(len(members), parts)
+    out, start = [], 0
+    for i in range(parts):
+        end = start + size + (1 if i < extra else 0)
+        out.append(members[start:end])
+        start = end
+    return out
+
+
+def group_jobs(jobs: Sequence[PopulationJob], max_members: int = DEFAULT_MAX_MEMBERS) -> list[list[int]]:
+    """Indices into ``jobs``, one list per population, in order of first appearance.
+
+    Jobs share a population when their configs are equal outside ``MEMBER_KEYS``; a group larger than
+    ``max_members`` is split into near-equal parts; a job with ``resume`` set is alone.
+    """
+    if isinstance(max_members, bool) or not isinstance(max_members, int) or max_members < 1:
+        raise ValueError(f"max_members={max_members!r} is invalid: must be an integer ≥ 1")
+    groups: dict[str, list[int]] = {}
+    for index, job in enumerate(jobs):
+        key = f"solo:{index}" if _is_solo(job.cfg) else population_key(job.cfg)
+        groups.setdefault(key, []).append(index)
+    return [part for members in groups.values() for part in _split(members, max_members)]
+
+
+def differing_keys(jobs: Sequence[PopulationJob]) -> list[str]:
+    """The ``MEMBER_KEYS`` whose values differ between the given jobs, sorted."""
+    flats = [flat_config(job.cfg) for job in jobs]
+    return sorted(key for key in MEMBER_KEYS if len({repr(flat.get(key)) for flat in flats}) > 1)
+
+
+def describe(number: int, total: int, members: Sequence[PopulationJob]) -> str:
+    """One line about a population, e.g. ``population 1/2: 24 members differing in agent.clip_ratio, seed``."""
+    keys = differing_keys(members)
+    noun = "member" if len(members) == 1 else "members"
+    detail = f" differing in {', '.join(keys)}" if keys else ""
+    return f"population {number}/{total}: {len(members)} {noun}{detail}"
+
+
+@contextlib.contextmanager
+def job_scope(job: PopulationJob) -> Iterator[None]:
+    """Hydra's per-job state around work done for one job after the launcher's collect phase, as Hydra's
+    ``run_job`` sets it up: the job's ``HydraConfig``, its job logging (its own log file), its
+    ``hydra.job.env_set`` and, with ``hydra.job.chdir=true``, its run folder as working directory. On exit the
+    previous ``HydraConfig`` and working directory come back and logging returns to Hydra's own.
+
+    Without a Hydra config (a job registered outside Hydra) it does nothing.
+    """
+    if job.hydra_cfg is None:
+        yield
+        return
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.utils import configure_log, env_override
+
+    hydra = job.hydra_cfg.hydra
+    previous_cfg = HydraConfig.instance().cfg
+    previous_cwd = os.getcwd()
+    HydraConfig.instance().set_config(job.hydra_cfg)
+    try:
+        configure_log(hydra.job_logging, hydra.verbose)
+        if hydra.job.chdir:
+            os.chdir(job.output_dir)
+        with env_override(OmegaConf.to_container(hydra.job.env_set, resolve=True)):
+            yield
+    finally:
+        os.chdir(previous_cwd)
+        configure_log(hydra.hydra_logging, hydra.verbose)
+        HydraConfig.instance().cfg = previous_cfg
+
+
+def train_population(jobs: Sequence[PopulationJob],
+                     max_members: int = DEFAULT_MAX_MEMBERS) -> list[float | BaseException]:
+    """Train the jobs as populations (``group_jobs``); returns one outcome per job, in the order of ``jobs``: the
+    final evaluation's mean return (what ``run_training`` returns), or the exception that ended that job.
+    ``max_members`` caps a population's size (the launcher passes ``hydra.launcher.max_members``).
+
+    A failing job fails alone: the others still train. A user's error (``experiments.run.EXIT_CODES``: a bad
+    config, a diverged member, a path that cannot be written) is printed as one ``error:`` line when it happens, as
+    for a job of any other launcher. A resumed job (a population of its own) continues as a solo run. On
+    SIGINT/SIGTERM every member checkpoints and the process exits with 128 + the signal number.
+    """
+    outcomes: list[float | BaseException] = [RuntimeError("not trained")] * len(jobs)
+    groups = group_jobs(jobs, max_members)
+    for number, members in enumerate(groups, start=1):
+        log.info(describe(number, len(groups), [jobs[i] for i in members]))
+        group = [jobs[i] for i in members]
+        if len(group) == 1 and _is_solo(group[0].cfg):
+            results = [_run_solo(group[0])]
+        else:
+            results = _train_group(group)
+        for index, outcome in zip(members, results):
+            outcomes[index] = outcome
+    return outcomes
+
+
+def _failed(exc: BaseException) -> BaseException:
+    """Print a user's error as its one line (as ``user_errors`` does for a job of another launcher)."""
+    from experiments.run import EXIT_CODES
+
+    if isinstance(exc, tuple(EXIT_CODES)):
+        print(f"error: {exc}", file=sys.stderr)
+    return exc
+
+
+def _run_solo(job: PopulationJob) -> float | BaseException:
+    from experiments.run import run_training
+
+    try:
+        with job_scope(job):
+            return run_training(job.cfg, job.output_dir, overrides=job.overrides)
+    except Exception as exc:  # noqa: BLE001 - recorded as this job's failure; the others go on
+        return _failed(exc)
+
+
+def _train_group(jobs: Sequence[PopulationJob]) -> list[float | BaseException]:
+    """One population: every job planned in its own scope, trained together by one ``Trainer``, reported in its
+    own scope (its folder, its log file) exactly as a solo run reports."""
+    import torch
+
+    from envs.vector import make_vec_env
+    from experiments.run import (SIGNAL_EXIT_CODES, StopFlag, build_trainer, open_logger, plan_run, report,
+                                 report_interrupted)
+
+    outcomes: list[float | BaseException] = [RuntimeError("not trained")] * len(jobs)
+    plans = {}
+    for i, job in enumerate(jobs):
+        try:
+            with job_scope(job):
+                plans[i] = plan_run(job.cfg, job.output_dir, job.overrides)
+        except Exception as exc:  # noqa: BLE001 - this job fails alone
+            outcomes[i] = _failed(exc)
+    ok = list(plans)
+    if not ok:
+        return outcomes
+    first = plans[ok[0]].train_cfg
+    torch.set_num_threads(max(plans[i].train_cfg.torch_threads for i in ok))
+    loggers = {}
+    try:
+        envs = make_vec_env(first.env, len(ok) * first.env.num_envs)
+        try:
+            trainer = build_trainer([plans[i] for i in ok], envs)
+            for k, i in enumerate(ok):
+                with job_scope(jobs[i]):
+                    loggers[i] = trainer.members[k].logger = open_logger(plans[i], trainer.global_step)
+            with StopFlag() as stop:
+                results = trainer.run_population(should_stop=stop)
+        finally:
+            envs.close()
+    except Exception as exc:  # noqa: BLE001 - the population could not be built: each of its jobs fails with it
+        for i in ok:
+            outcomes[i] = exc
+            if i in loggers:
+                loggers[i].close()
+        _failed(exc)
+        return outcomes
+    interrupted = False
+    for k, i in enumerate(ok):
+        with job_scope(jobs[i]):
+            error = trainer.state[k].error
+            if error is not None:
+                loggers[i].close()
+                outcomes[i] = _failed(error)
+            elif results[k].interrupted:
+                interrupted = True
+                report_interrupted(plans[i], results[k], loggers[i])
+            else:
+                outcomes[i] = report(plans[i], results[k], loggers[i])
+    if interrupted:
+        sys.exit(SIGNAL_EXIT_CODES.get(stop.signum, 1))
+    return outcomes

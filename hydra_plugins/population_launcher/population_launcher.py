@@ -1,0 +1,154 @@
+"""``hydra/launcher=population``: train the jobs of a multirun batch together, as populations.
+
+    python -m experiments.train -m hydra/launcher=population agent.clip_ratio=0.1,0.2 seed=0,1
+    python -m experiments.train -m sweep=clip_entropy hydra/launcher=population hydra.launcher.max_members=8
+
+Every job gets from Hydra what a job of the basic launcher gets (its composed config, ``hydra.job.id``/``num``,
+run folder, ``.hydra/`` files, job logging, callbacks, a ``JobReturn``), in three phases:
+
+1. collect: each job runs through Hydra's ``run_job`` inside ``experiments.population.collecting()``; the entry
+   point validates the job's config and registers it instead of training (a bad value fails that job alone).
+   ``on_job_end`` callbacks are held back: the job has not finished.
+2. train: ``experiments.population.train_population`` trains the registered jobs, grouped into populations of at
+   most ``max_members``, and returns one outcome per job.
+3. settle: each job's ``JobReturn`` gets its outcome (a return value, or the exception with a failed status, as
+   Hydra records a failing job), then the held-back ``on_job_end`` callbacks fire in job order.
+
+A task function that does not register (any other Hydra app) simply runs in phase 1, as with the basic launcher.
+"""
+
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, List, Optional, Sequence
+
+from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
+from hydra.errors import HydraException
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, open_dict
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_MEMBERS = 64  # experiments.population.DEFAULT_MAX_MEMBERS (not imported: Hydra imports every plugin)
+
+
+@dataclass
+class PopulationLauncherConf:
+    """``hydra.launcher.*`` of ``hydra/launcher=population``."""
+
+    _target_: str = "hydra_plugins.population_launcher.population_launcher.PopulationLauncher"
+    max_members: int = DEFAULT_MAX_MEMBERS
+    """Most jobs trained together in one population (the memory cap); a larger group is split."""
+
+
+ConfigStore.instance().store(group="hydra/launcher", name="population", node=PopulationLauncherConf,
+                             provider="population_launcher")
+
+
+class _HeldJobEnd:
+    """Hydra's callbacks with ``on_job_end`` held back until ``release``: a collected job ends after training."""
+
+    def __init__(self, callbacks: Any) -> None:
+        self._callbacks = callbacks
+        self._held: list[tuple[DictConfig, JobReturn, dict]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._callbacks, name)
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        self._held.append((config, job_return, kwargs))
+
+    def release(self) -> None:
+        """Fire the held ``on_job_end`` calls in job order, each with its job's ``HydraConfig`` set (as
+        ``run_job`` fires it)."""
+        held, self._held = self._held, []
+        for config, job_return, kwargs in held:
+            previous = HydraConfig.instance().cfg
+            HydraConfig.instance().set_config(config)
+            try:
+                self._callbacks.on_job_end(config=config, job_return=job_return, **kwargs)
+            finally:
+                HydraConfig.instance().cfg = previous
+
+
+def _settle(ret: JobReturn, outcome: Any) -> None:
+    """Record a trained job's outcome as ``run_job`` records a task function's result or exception."""
+    ret.return_value = outcome
+    ret.status = JobStatus.FAILED if isinstance(outcome, BaseException) else JobStatus.COMPLETED
+
+
+class PopulationLauncher(Launcher):
+    """Runs a batch of jobs as populations: see the module docstring for the three phases."""
+
+    def __init__(self, max_members: int = DEFAULT_MAX_MEMBERS) -> None:
+        super().__init__()
+        self.max_members = max_members
+        self.config: Optional[DictConfig] = None
+        self.task_function: Optional[TaskFunction] = None
+        self.hydra_context: Optional[HydraContext] = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config = config
+        self.hydra_context = hydra_context
+        self.task_function = task_function
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from experiments import population
+
+        setup_globals()
+        assert self.hydra_context is not None and self.config is not None and self.task_function is not None
+        if isinstance(self.max_members, bool) or not isinstance(self.max_members, int) or self.max_members < 1:
+            raise HydraException(f"hydra.launcher.max_members={self.max_members!r} is invalid: must be an integer ≥ 1"
+                                 " (the most jobs trained together in one population)")
+        self._restore_logging()
+        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        log.info(f"Launching {len(job_overrides)} jobs as populations of at most {self.max_members} members")
+        callbacks = _HeldJobEnd(self.hydra_context.callbacks)
+        context = HydraContext(config_loader=self.hydra_context.config_loader, callbacks=callbacks)
+        with population.collecting():  # phase 1
+            runs = [self._collect(context, initial_job_idx + i, overrides) for i, overrides in enumerate(job_overrides)]
+        self._train(runs)  # phase 2
+        callbacks.release()  # phase 3
+        return runs
+
+    def _collect(self, context: HydraContext, idx: int, overrides: Sequence[str]) -> JobReturn:
+        """Run one job through Hydra as the basic launcher does (copied from its ``launch`` loop)."""
+        assert self.hydra_context is not None and self.config is not None and self.task_function is not None
+        log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
+        sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+        with open_dict(sweep_config):
+            sweep_config.hydra.job.id = idx
+            sweep_config.hydra.job.num = idx
+        ret = run_job(hydra_context=context, task_function=self.task_function, config=sweep_config,
+                      job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
+        self._restore_logging()
+        return ret
+
+    def _train(self, runs: List[JobReturn]) -> None:
+        """Train the collected jobs together and record each one's outcome in its ``JobReturn``."""
+        from experiments import population
+
+        collected = [ret for ret in runs
+                     if ret.status == JobStatus.COMPLETED and isinstance(ret._return_value, population.PopulationJob)]
+        if not collected:
+            return
+        jobs = [ret._return_value for ret in collected]
+        try:
+            outcomes: Sequence[Any] = population.train_population(jobs, max_members=self.max_members)
+            if len(outcomes) != len(jobs):
+                raise RuntimeError(f"train_population returned {len(outcomes)} outcomes for {len(jobs)} jobs")
+        except Exception as exc:  # noqa: BLE001 - a failure of the whole batch is every collected job's failure
+            log.error(f"population training failed: {exc}")
+            outcomes = [exc] * len(jobs)
+        finally:
+            self._restore_logging()
+        for ret, outcome in zip(collected, outcomes):
+            _settle(ret, outcome)
+
+    def _restore_logging(self) -> None:
+        assert self.config is not None
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)

@@ -1,0 +1,293 @@
+"""``hydra/launcher=population`` (hydra_plugins/population_launcher): real Hydra multiruns on tiny bandit runs.
+
+The launcher runs each job through Hydra, collects the validated jobs, trains them with
+``experiments.population.train_population`` and settles each job's result. These tests check what a user of a
+multirun sees (run folders, ``.hydra/`` records, event files, checkpoints, errors, the sweep report) and the
+grouping of jobs into populations (``group_jobs``) on composed configs.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobStatus
+from hydra.errors import ConfigCompositionException
+from hydra.experimental.callback import Callback
+
+from agents.checkpoint import load_checkpoint
+from agents.config import ConfigError
+from experiments import population, sweep_report
+from experiments.population import MEMBER_KEYS, PopulationJob, describe, flat_config, group_jobs
+from helpers import CONF, compose_cfg, read_scalars, run_main
+
+TINY = ["env=bandit", "total_timesteps=256", "eval.episodes=4"]
+CLIPS = ("0.1", "0.2")
+SEEDS = ("0", "1")
+REPO = CONF.parent
+TARGET = "hydra_plugins.population_launcher.population_launcher.PopulationLauncher"
+
+
+def train(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """``python -m experiments.train ARGS`` in a fresh process, run from the repository root (whose
+    ``hydra_plugins/`` Hydra scans), with Hydra's one-line error reporting as a user gets it."""
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    return subprocess.run([sys.executable, "-m", "experiments.train", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=180)
+
+
+def job_name(clip: str, seed: str) -> str:
+    return f"agent.clip_ratio={clip},env=bandit,eval.episodes=4,seed={seed},total_timesteps=256"
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """``-m agent.clip_ratio=0.1,0.2 seed=0,1 hydra/launcher=population`` on the bandit, at most 3 members per
+    population: the group of 4 is split into two populations of 2."""
+    root = tmp_path_factory.mktemp("population") / "multirun"
+    proc = train(["-m", "hydra/launcher=population", "hydra.launcher.max_members=3",
+                  f"agent.clip_ratio={','.join(CLIPS)}", f"seed={','.join(SEEDS)}", *TINY, f"hydra.sweep.dir={root}"],
+                 cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return root, proc
+
+
+# ------------------------------------------------------------------------------------------- a real multirun
+
+
+def test_every_job_gets_its_folder_records_checkpoint_and_log(sweep):
+    root, proc = sweep
+    assert "Launching 4 jobs as populations of at most 3 members" in proc.stdout
+    assert "population 1/2: 2 members differing in seed" in proc.stdout
+    assert "population 2/2: 2 members differing in seed" in proc.stdout
+    assert (root / "multirun.yaml").is_file()
+    runs = sorted(p.name for p in root.iterdir() if (p / ".hydra").is_dir())
+    assert runs == sorted(job_name(c, s) for c in CLIPS for s in SEEDS)
+    nums = set()
+    for clip in CLIPS:
+        for seed in SEEDS:
+            run = root / job_name(clip, seed)
+            cfg = yaml.safe_load((run / ".hydra" / "config.yaml").read_text())
+            assert (cfg["agent"]["clip_ratio"], cfg["seed"], cfg["env"]["id"]) == (float(clip), int(seed),
+                                                                                     "SoftmaxBandit-v0")
+            overrides = yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text())
+            assert sorted(overrides) == sorted([f"agent.clip_ratio={clip}", f"seed={seed}", *TINY])
+            hydra = yaml.safe_load((run / ".hydra" / "hydra.yaml").read_text())["hydra"]
+            assert hydra["runtime"]["output_dir"] == str(run)
+            nums.add(hydra["job"]["num"])
+            state = load_checkpoint(run / "checkpoint.pt")
+            assert state["global_step"] == 256
+            assert state["run"]["config"]["agent"]["clip_ratio"] == float(clip)
+            assert state["run"]["config"]["seed"] == int(seed)
+            log = (run / "train.log").read_text()  # Hydra's per-job log file holds that job's own lines
+            assert f"run dir: {run}" in log and f"checkpoint: {run / 'checkpoint.pt'}" in log
+            assert log.count("run dir: ") == 1
+    assert nums == {0, 1, 2, 3}
+
+
+def test_a_member_logs_the_same_scalars_as_a_solo_run(sweep, tmp_path, monkeypatch, capsys):
+    root, _ = sweep
+    solo = tmp_path / "solo"
+    code, err = run_main(monkeypatch, capsys, "agent.clip_ratio=0.1", "seed=0", *TINY, f"hydra.run.dir={solo}")
+    assert code == 0, err
+    ours = read_scalars(root / job_name("0.1", "0") / "tb")
+    theirs = read_scalars(solo / "tb")
+    assert set(ours) == set(theirs)
+    for tag in ours:
+        if tag.startswith(("losses/", "eval/")):
+            assert [step for step, _ in ours[tag]] == [step for step, _ in theirs[tag]], tag
+
+
+def test_the_sweep_report_reads_a_population_sweep(sweep, tmp_path, capsys):
+    root, _ = sweep
+    out = tmp_path / "report"
+    assert sweep_report.main([str(root), "--out", str(out)]) == 0, capsys.readouterr().err
+    with open(out / "report.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(float(r["agent.clip_ratio"]) for r in rows) == [0.1, 0.2]
+    assert all(int(r["n_seeds"]) == 2 for r in rows)
+
+
+def test_a_failing_job_fails_alone_and_the_sweep_reports_it_in_one_line(tmp_path):
+    """clip_ratio=-1 is refused when the job registers; a missing init_checkpoint only when its population trains
+    (a second population: init_checkpoint must be equal inside one). The good job still trains; the sweep ends
+    as with the basic and joblib launchers: one ``error:`` line per failed job, then the first failure again.
+    (init_checkpoint is left out of the run folders' names, so the folders are named by job number here.)"""
+    missing = tmp_path / "missing"
+    root = tmp_path / "multirun"
+    proc = train(["-m", "hydra/launcher=population", "agent.clip_ratio=-1,0.2", f"init_checkpoint=null,{missing}",
+                  *TINY, f"hydra.sweep.dir={root}", "hydra.sweep.subdir=${hydra.job.num}"], cwd=REPO)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    refused = "agent.clip_ratio=-1.0 is invalid: must be > 0 (typically 0.1–0.3)"
+    no_file = f"init_checkpoint={str(missing)!r} is invalid: no checkpoint file there"
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert errors[:2] == [f"error: {refused}"] * 2
+    assert len(errors) == 4 and errors[2].startswith(f"error: {no_file}")
+    assert errors[3] == f"error: a job of the multirun failed: {refused}"
+    assert "population 1/2: 1 member" in proc.stdout and "population 2/2: 1 member" in proc.stdout
+    assert sorted(p.name for p in root.iterdir() if (p / ".hydra").is_dir()) == ["0", "1", "2", "3"]
+    trained = [p.name for p in root.iterdir() if (p / "checkpoint.pt").is_file()]
+    assert trained == ["2"]  # clip_ratio=0.2 without init_checkpoint
+    cfg = yaml.safe_load((root / "2" / ".hydra" / "config.yaml").read_text())
+    assert (cfg["agent"]["clip_ratio"], cfg["init_checkpoint"]) == (0.2, None)
+
+
+class JobEvents(Callback):
+    """A Hydra callback (``+hydra.callbacks.events._target_=test_population_launcher.JobEvents``) that records
+    when each job starts and ends, and what its ``JobReturn`` holds when it ends."""
+
+    events: list[tuple] = []
+
+    def on_job_start(self, config, **kwargs) -> None:
+        self.events.append(("start", config.hydra.job.num))
+
+    def on_job_end(self, config, job_return, **kwargs) -> None:
+        run = Path(HydraConfig.get().runtime.output_dir)
+        self.events.append(("end", HydraConfig.get().job.num, job_return.status, type(job_return._return_value),
+                            (run / "checkpoint.pt").is_file()))
+
+
+def test_jobs_end_after_their_population_trained(monkeypatch, capsys, tmp_path):
+    """on_job_start fires when a job registers, on_job_end once it has trained, with its final return (or its
+    error) in the JobReturn and its own HydraConfig set."""
+    JobEvents.events.clear()
+    code, err = run_main(monkeypatch, capsys, "-m", "hydra/launcher=population", "agent.clip_ratio=-1,0.2", *TINY,
+                         f"hydra.sweep.dir={tmp_path}",
+                         "+hydra.callbacks.events._target_=test_population_launcher.JobEvents")
+    assert code == 2, err
+    assert JobEvents.events == [("start", 0), ("start", 1),
+                                ("end", 0, JobStatus.FAILED, ConfigError, False),
+                                ("end", 1, JobStatus.COMPLETED, float, True)]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("hydra.launcher.n_jobs=2", "hydra.launcher.n_jobs"),
+    ("hydra.launcher.max_members=0", "error: hydra.launcher.max_members=0 is invalid: must be an integer ≥ 1"),
+])
+def test_a_bad_launcher_setting_is_refused_in_one_line(monkeypatch, capsys, tmp_path, override, message):
+    code, err = run_main(monkeypatch, capsys, "-m", "hydra/launcher=population", override, *TINY,
+                         f"hydra.sweep.dir={tmp_path}")
+    assert code == 2
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    assert message in err
+    assert not [p for p in tmp_path.iterdir() if p.is_dir()]  # no job ran
+
+
+# ------------------------------------------------------------------------------------------- composition
+
+
+def compose_with_hydra(overrides: list[str]):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("config", overrides=overrides, return_hydra_config=True)
+
+
+def test_the_ready_sweep_composes_with_the_population_launcher():
+    cfg = compose_with_hydra(["sweep=clip_entropy", "hydra/launcher=population", "hydra.launcher.max_members=8"])
+    assert cfg.hydra.launcher._target_ == TARGET
+    assert cfg.hydra.launcher.max_members == 8
+    assert dict(cfg.hydra.sweeper.params) == {"agent.clip_ratio": "0.1,0.2,0.3", "agent.entropy_coef": "0.0,0.01",
+                                              "seed": "0,1,2"}
+    default = compose_with_hydra(["hydra/launcher=population"]).hydra.launcher.max_members
+    assert default == population.DEFAULT_MAX_MEMBERS == 64
+    with pytest.raises(ConfigCompositionException):
+        compose_with_hydra(["hydra/launcher=population", "hydra.launcher.max_members=many"])
+
+
+# ------------------------------------------------------------------------------------------- grouping
+
+
+def jobs_of(*override_lists: list[str]) -> list[PopulationJob]:
+    return [PopulationJob(cfg=compose_cfg(["env=bandit", *o]), output_dir=f"run{i}", overrides=list(o))
+            for i, o in enumerate(override_lists)]
+
+
+def test_member_keys_are_keys_of_the_run_config():
+    assert set(MEMBER_KEYS) <= set(flat_config(compose_cfg(["env=bandit"])))
+
+
+def test_jobs_that_differ_only_in_member_keys_share_a_population():
+    jobs = jobs_of([], ["seed=5", "agent.clip_ratio=0.3", "agent.entropy_coef=0.02"],
+                   ["agent.learning_rate=0.01", "agent.gamma=0.9", "agent.target_kl=0.02", "agent.norm_adv=false"],
+                   ["eval.stop_return=0.5", "progress=false", "checkpoint_every=3", "torch_threads=2"])
+    assert group_jobs(jobs) == [[0, 1, 2, 3]]
+    assert describe(1, 1, jobs[:2]) == ("population 1/1: 2 members differing in agent.clip_ratio, "
+                                        "agent.entropy_coef, seed")
+
+
+def test_jobs_that_differ_in_shared_keys_are_split():
+    jobs = jobs_of([], ["env.num_envs=4"], ["agent.num_steps=8"], ["total_timesteps=512"], ["seed=3"],
+                   ["env.num_envs=4", "seed=4"], ["resume=somewhere"], ["resume=somewhere"])
+    assert group_jobs(jobs) == [[0, 4], [1, 5], [2], [3], [6], [7]]
+
+
+def test_a_group_over_the_member_cap_is_split_evenly():
+    jobs = jobs_of(*[[f"seed={s}"] for s in range(5)])
+    assert group_jobs(jobs, max_members=2) == [[0, 1], [2, 3], [4]]
+    assert group_jobs(jobs, max_members=4) == [[0, 1, 2], [3, 4]]
+    with pytest.raises(ValueError):
+        group_jobs(jobs, max_members=0)
+
+
+def test_register_outside_a_collecting_launcher_is_refused():
+    assert not population.is_collecting()
+    with pytest.raises(RuntimeError):
+        population.register(compose_cfg(["env=bandit"]), "run")
+
+
+# ------------------------------------------------------------------------------------------- Optuna
+
+
+@pytest.mark.optuna
+def test_optuna_hands_the_population_launcher_batches_of_n_jobs(tmp_path):
+    if importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is None:
+        message = "hydra_plugins.hydra_optuna_sweeper is not installed: pip install -e '.[optuna]'"
+        if os.environ.get("PPO_REQUIRE_EXTRAS") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    root = tmp_path / "multirun"
+    proc = train(["-m", "search=clip_entropy_optuna", "hydra/launcher=population", "hydra.sweeper.n_trials=4",
+                  "hydra.sweeper.n_jobs=2", *TINY, f"hydra.sweep.dir={root}"], cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("Launching 2 jobs as populations") == 2
+    assert proc.stdout.count("population 1/1: 2 members differing in agent.clip_ratio, agent.entropy_coef") == 2
+    results = yaml.safe_load((root / "optimization_results.yaml").read_text())
+    runs = [p for p in root.iterdir() if (p / ".hydra").is_dir()]
+    assert len(runs) == 4 and all((p / "checkpoint.pt").is_file() for p in runs)
+    nums = {yaml.safe_load((p / ".hydra" / "hydra.yaml").read_text())["hydra"]["job"]["num"] for p in runs}
+    assert nums == {0, 1, 2, 3}
+    finals = [float(read_scalars(p / "tb")["eval/mean_return"][-1][1]) for p in runs]
+    assert results["best_value"] == pytest.approx(max(finals), rel=1e-6)
+
+
+def test_members_continue_as_the_readme_says(sweep, tmp_path):
+    """A member's checkpoint continues with ``resume=`` (from fresh episodes: its sub-envs were part of the
+    population's vector env), several at once through the population launcher."""
+    import shutil
+
+    root, _ = sweep
+    dirs = []
+    for seed in SEEDS:
+        dirs.append(tmp_path / f"member{seed}")
+        shutil.copytree(root / job_name("0.1", seed), dirs[-1])
+    refused = train([f"resume={dirs[0]}", "total_timesteps=512"], cwd=REPO)
+    assert refused.returncode == 2
+    assert [line for line in refused.stderr.splitlines() if line.startswith("error:")] == \
+        [line for line in refused.stderr.splitlines() if line.strip()]
+    assert "allow_inexact_resume=true" in refused.stderr
+    proc = train(["-m", "hydra/launcher=population", f"resume={dirs[0]},{dirs[1]}", "total_timesteps=512",
+                  "allow_inexact_resume=true", f"hydra.sweep.dir={tmp_path / 'continued'}"], cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for d, seed in zip(dirs, SEEDS):
+        state = load_checkpoint(d)
+        assert state["global_step"] == 512 and state["run"]["config"]["seed"] == int(seed)
+        steps = [step for step, _ in read_scalars(d / "tb")["losses/policy_loss"]]
+        assert max(steps) == 512 and len(steps) == len(set(steps))  # continued, nothing logged twice

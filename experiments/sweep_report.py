@@ -16,7 +16,9 @@ deterministic evaluation), else its last ``charts/episodic_return``. Per config 
 
 Written to OUTDIR (default ``DIR/report``): ``report.md``, ``report.csv``, ``learning_curves.png``
 (``charts/episodic_return`` against env steps, mean ± std over seeds on the seeds' common steps) and, when both
-``agent.clip_ratio`` and ``agent.entropy_coef`` were swept, ``heatmap.png`` (cell = mean final return).
+``agent.clip_ratio`` and ``agent.entropy_coef`` were swept, ``heatmap.png`` (cell = mean final return) if their
+values form a full grid (a grid sweep), else ``scatter.png`` (one point per searched pair, coloured by its mean
+final return: an Optuna search samples points, not a grid, and its heatmap would be mostly empty).
 """
 
 from __future__ import annotations
@@ -333,6 +335,39 @@ def plot_heatmap(path: Path, runs: Sequence[Run], others: Sequence[str]) -> None
     fig.savefig(path, dpi=110)
 
 
+def is_full_grid(runs: Sequence[Run]) -> bool:
+    """Whether every (clip_ratio, entropy_coef) pair of the swept values has a run (a grid sweep)."""
+    pairs = {(_hashable(r.config[CLIP_KEY]), _hashable(r.config[ENTROPY_KEY])) for r in runs}
+    clips, ents = {c for c, _ in pairs}, {e for _, e in pairs}
+    return len(pairs) == len(clips) * len(ents)
+
+
+def plot_scatter(path: Path, runs: Sequence[Run], others: Sequence[str]) -> None:
+    """One point per searched (entropy_coef, clip_ratio) pair, coloured by the mean final return of its runs."""
+    points: dict[tuple, list[float]] = {}
+    for r in runs:
+        points.setdefault((float(r.config[ENTROPY_KEY]), float(r.config[CLIP_KEY])), []).append(r.final)
+    ents, clips = (np.array(v) for v in zip(*points))
+    means = np.array([np.mean(v) for v in points.values()])
+    fig = _figure(5.5, 4.0)
+    ax = fig.add_subplot()
+    sc = ax.scatter(ents, clips, c=means, cmap="viridis", s=60, edgecolors="black", linewidths=0.5)
+    for (e, c), finals in points.items():
+        if len(finals) > 1:
+            ax.annotate(f"n={len(finals)}", (e, c), textcoords="offset points", xytext=(5, 5), fontsize=7)
+    if (ents > 0).all() and ents.max() / ents.min() > 20:
+        ax.set_xscale("log")
+    elif ents.max() > 0 and (ents > 0).any() and ents[ents > 0].max() / ents[ents > 0].min() > 20:
+        ax.set_xscale("symlog", linthresh=float(ents[ents > 0].min()))
+    ax.set_xlabel(ENTROPY_KEY)
+    ax.set_ylabel(CLIP_KEY)
+    ax.grid(alpha=0.3)
+    over = "seeds" + (" and " + ", ".join(others) if others else "")
+    ax.set_title(f"searched points: mean final return (over {over})", fontsize=9)
+    fig.colorbar(sc, ax=ax, label="mean final return")
+    fig.savefig(path, dpi=110)
+
+
 def common_grid(steps: Sequence[np.ndarray]) -> np.ndarray:
     """The steps any seed logged, within the span all seeds cover (all steps if the spans do not overlap)."""
     lo, hi = max(s[0] for s in steps), min(s[-1] for s in steps)
@@ -411,8 +446,12 @@ def build_report(root: Path, out: Path, metric: str = DEFAULT_METRIC,
     swept = swept_keys(runs)
     if CLIP_KEY in swept and ENTROPY_KEY in swept:
         others = [k for k in keys if k not in DEFAULT_KEYS]
-        plot_heatmap(out / "heatmap.png", runs, others)
-        figures.append(out / "heatmap.png")
+        if is_full_grid(runs):
+            plot_heatmap(out / "heatmap.png", runs, others)
+            figures.append(out / "heatmap.png")
+        else:
+            plot_scatter(out / "scatter.png", runs, others)
+            figures.append(out / "scatter.png")
     if plot_curves(out / "learning_curves.png", keys, groups):
         figures.append(out / "learning_curves.png")
     write_csv(out / "report.csv", keys, groups)

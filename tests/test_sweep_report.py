@@ -159,6 +159,22 @@ def test_one_swept_key_has_no_heatmap(multirun, tmp_path, capsys):
     capsys.readouterr()
 
 
+def test_points_that_are_not_a_grid_get_a_scatter_instead_of_a_heatmap(multirun, tmp_path, capsys):
+    """A search's points (here: the grid without its (0.3, 0.05) cell, as an Optuna search leaves cells empty)."""
+    sub = tmp_path / "search"
+    for run in multirun.iterdir():
+        if run.is_dir() and not run.name.startswith("agent.clip_ratio=0.3,agent.entropy_coef=0.05"):
+            shutil.copytree(run, sub / run.name)
+    runs = sweep_report.load_runs(sub, sweep_report.DEFAULT_METRIC)
+    assert len(runs) == 6 and not sweep_report.is_full_grid(runs)
+    assert sweep_report.is_full_grid(sweep_report.load_runs(multirun, sweep_report.DEFAULT_METRIC))
+    out = tmp_path / "search_report"
+    assert sweep_report.main([str(sub), "--out", str(out)]) == 0
+    assert (out / "scatter.png").stat().st_size > 5000 and not (out / "heatmap.png").exists()
+    assert "scatter.png" in (out / "report.md").read_text()
+    capsys.readouterr()
+
+
 def test_empty_dir_is_a_one_line_error(tmp_path):
     empty = tmp_path / "nothing here"
     empty.mkdir()

@@ -65,6 +65,13 @@ def adapt_kl_coef(kl_coef: float, kl: float, kl_target: float) -> float:
     return kl_coef
 
 
+def _split_bounds(n: int, parts: int) -> np.ndarray:
+    """Where ``np.array_split(range(n), parts)`` cuts: the first ``n % parts`` parts one longer."""
+    sizes = np.full(parts, n // parts)
+    sizes[: n % parts] += 1
+    return np.concatenate([[0], np.cumsum(sizes)])
+
+
 class PPOAgent:
     """A population of P PPO agents trained in lockstep (a solo run is P = 1): the policies, their optimizer, their
     observation statistics and (with a KL penalty) their frozen reference policies; ``update`` runs one PPO update
@@ -137,12 +144,19 @@ class PPOAgent:
     # --- the update -------------------------------------------------------------------------------------------
     def _minibatches(self, sizes: np.ndarray):
         """One epoch's minibatches: per member a permutation of its own samples (from its own generator) split
-        into ``num_minibatches`` parts; yields (indices ``[P, m]``, weights ``[P, m]`` or None, which members have
-        samples). Members whose part j is shorter are padded with weight-0 samples."""
-        parts = [np.array_split(rng.permutation(int(n)), self.cfg.num_minibatches)
-                 for rng, n in zip(self.rngs, sizes)]
-        for j in range(self.cfg.num_minibatches):
-            chunks = [p[j] for p in parts]
+        into ``num_minibatches`` parts as ``np.array_split`` splits; yields (indices ``[P, m]``, weights ``[P, m]``
+        or None, which members have samples or None). Members whose part j is shorter are padded with weight-0
+        samples."""
+        M = self.cfg.num_minibatches
+        perms = [rng.permutation(int(n)) for rng, n in zip(self.rngs, sizes)]
+        if (sizes == sizes[0]).all() and sizes[0] % M == 0:  # every part of every member has the same size
+            parts = torch.from_numpy(np.stack(perms)).view(len(perms), M, -1)
+            for j in range(M):
+                yield parts[:, j], None, None
+            return
+        bounds = [_split_bounds(int(n), M) for n in sizes]
+        for j in range(M):
+            chunks = [perm[b[j]:b[j + 1]] for perm, b in zip(perms, bounds)]
             lens = np.array([len(c) for c in chunks])
             width = int(lens.max())
             if width == 0:

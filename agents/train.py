@@ -163,6 +163,8 @@ class Trainer:
         self.space = {"obs_dim": obs_dim, "action_dim": action_dim, "discrete": discrete}
         self.iteration = 0
         self.global_step = 0
+        self.seconds = {"rollout": 0.0, "update": 0.0, "evaluation": 0.0}
+        """Where the loop's time went (the whole population's), summed over ``run`` calls."""
 
     @classmethod
     def population(cls, members: Sequence[Member], envs, total_timesteps: int, **kwargs) -> "Trainer":
@@ -263,10 +265,13 @@ class Trainer:
     def evaluate_members(self, members: Sequence[int], episodes: int, final: bool = False) -> list[EvalResult]:
         """Deterministic evaluations of several members at once (one batched evaluation); each on its own stream,
         so member k's result is what ``evaluate(…, member=k)`` gives."""
+        start = time.perf_counter()
         inference = make_inference(self.agent.policy, self.cfg.rollout_backend, self.agent.obs_norm,
                                    members=list(members))
         seeds = [self.state[k].seeds.evaluation(self.state[k].iteration, final) for k in members]
-        return evaluate_population(inference, self.make_eval_envs, episodes, seeds)
+        results = evaluate_population(inference, self.make_eval_envs, episodes, seeds)
+        self.seconds["evaluation"] += time.perf_counter() - start
+        return results
 
     def learning_rate(self, iteration: int, member: int = 0) -> float:
         """Linear annealing over N = ``num_iterations``: ``learning_rate · (1 − (i − 1)/N)`` at iteration i = 1…N,
@@ -323,6 +328,8 @@ class Trainer:
                                                          [c.gae_lambda for c in agent.cfgs], cfg.advantage,
                                                          cfg.group_scale), active=active)
                 t2 = time.perf_counter()
+                self.seconds["rollout"] += t1 - t0
+                self.seconds["update"] += t2 - t1
                 self._fail(nonfinite_members({k: metrics[k] for k in UPDATE_METRICS}, P), iteration, "loss", active)
                 self._fail(nonfinite_members({"parameters": agent.optimizer.flat}, P), iteration, "parameter",
                            active)

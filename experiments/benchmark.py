@@ -74,6 +74,7 @@ import torch
 
 MODES = ("throughput", "solve", "memory", "parity")  # --mode all
 SCORES_MODE = "scores"  # experiments/scores.py; hours long, so never part of --mode all
+SWEEP_MODE = "sweep"  # experiments/sweep_bench.py: a 48-run sweep, population vs joblib (tens of minutes)
 
 # CleanRL's value loss is v_loss = 0.5 · mean((V − R)²) weighed by vf_coef = 0.5 (cleanrl/ppo.py); ours is the plain
 # mean of squared errors, no ½ (agents/losses.py: compute_value_loss). The same gradient therefore needs
@@ -975,8 +976,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = _OneLineParser(prog="ppo-benchmark", description=__doc__.split("\n\n")[0],
                        epilog="\n\n".join(__doc__.split("\n\n")[1:3]),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--mode", choices=MODES + (SCORES_MODE, "all"), default="all",
-                   help="all = throughput, solve, memory and parity; scores only when asked (hours)")
+    p.add_argument("--mode", choices=MODES + (SCORES_MODE, SWEEP_MODE, "all"), default="all",
+                   help="all = throughput, solve, memory and parity; scores (hours) and sweep (population vs "
+                        "joblib on a 48-run sweep) only when asked")
     p.add_argument("--env", default="CartPole-v1", help="Gymnasium id (default CartPole-v1)")
     p.add_argument("--steps", type=int, default=None,
                    help="env steps per run (default: 50k throughput, 100k solve budget and parity, "
@@ -1035,7 +1037,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     if args.first_seed < 0:
         p.error("--first-seed must be ≥ 0")
     if args.seeds is None:
-        args.seeds = 3 if args.mode == SCORES_MODE else 10
+        args.seeds = {SCORES_MODE: 3, SWEEP_MODE: 20}.get(args.mode, 10)
     if args.eval_episodes is None and args.mode != SCORES_MODE:  # scores picks it per task
         args.eval_episodes = 100
     return args
@@ -1084,6 +1086,19 @@ def run_benchmark(argv: Optional[Sequence[str]] = None) -> dict:
         from experiments.scores import run_scores
 
         return run_scores(args)
+    if args.mode == SWEEP_MODE:
+        from experiments.sweep_bench import run_sweep
+
+        try:
+            results = run_sweep(args)
+        except BenchmarkError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(1)
+        results["meta"] = {"argv": args.argv, "machine": machine(), "torch": torch.__version__,
+                           "time": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+        write_json(args.json or Path("outputs") / "benchmark" / f"sweep-{time.strftime('%Y-%m-%d_%H-%M-%S')}.json",
+                   results)
+        return results
     modes = MODES if args.mode == "all" else (args.mode,)
     sb3 = sb3_available() and not args.no_sb3
     our_overrides = env_overrides(args.env) + list(args.override)
@@ -1144,7 +1159,11 @@ def run_benchmark(argv: Optional[Sequence[str]] = None) -> dict:
     results["meta"].update(load_end=load_end, busy=load_start > 1.0 + 0.25 * cpus or load_end > own + 0.25 * cpus)
     results["targets"] = targets(results)
     print(format_report(results))
-    path = args.json or Path("outputs") / "benchmark" / f"{time.strftime('%Y-%m-%d_%H-%M-%S')}.json"
+    write_json(args.json or Path("outputs") / "benchmark" / f"{time.strftime('%Y-%m-%d_%H-%M-%S')}.json", results)
+    return results
+
+
+def write_json(path: Path, results: dict) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(_jsonable(results), indent=2))
@@ -1152,7 +1171,6 @@ def run_benchmark(argv: Optional[Sequence[str]] = None) -> dict:
         print(f"error: cannot write --json {str(path)!r}: {exc.strerror or exc}", file=sys.stderr)
         sys.exit(2)
     print(f"\nJSON: {path}")
-    return results
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

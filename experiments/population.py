@@ -20,7 +20,9 @@ import json
 import logging
 import math
 import os
+import re
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional, Sequence
 
@@ -242,6 +244,16 @@ def train_population(jobs: Sequence[PopulationJob],
     return outcomes
 
 
+TIMING = re.compile(r"population of (\d+) trained in ([0-9.]+) s: rollout ([0-9.]+) s, update ([0-9.]+) s, "
+                    r"evaluation ([0-9.]+) s")
+"""The line ``timing_line`` writes (the sweep benchmark reads it back)."""
+
+
+def timing_line(members: int, wall: float, seconds: dict) -> str:
+    return (f"population of {members} trained in {wall:.2f} s: rollout {seconds['rollout']:.2f} s, update "
+            f"{seconds['update']:.2f} s, evaluation {seconds['evaluation']:.2f} s")
+
+
 def _failed(exc: BaseException) -> BaseException:
     """Print a user's error as its one line (as ``user_errors`` does for a job of another launcher)."""
     from experiments.run import EXIT_CODES
@@ -292,7 +304,9 @@ def _train_group(jobs: Sequence[PopulationJob]) -> list[float | BaseException]:
                 with job_scope(jobs[i]):
                     loggers[i] = trainer.members[k].logger = open_logger(plans[i], trainer.global_step)
             with StopFlag() as stop:
+                start = time.perf_counter()
                 results = trainer.run_population(should_stop=stop)
+            log.info(timing_line(len(ok), time.perf_counter() - start, trainer.seconds))
         finally:
             envs.close()
     except Exception as exc:  # noqa: BLE001 - the population could not be built: each of its jobs fails with it

@@ -406,3 +406,20 @@ def test_sb3_runs_side_by_side_when_installed(tmp_path):
         assert sv["median_seconds_ratio"] == pytest.approx(sv["ours"]["median_train_seconds"]
                                                            / theirs["median_train_seconds"])
     check_targets(results)
+
+
+def test_sweep_benchmark_reads_the_population_timing_line_and_judges_its_targets(tmp_path):
+    """``--mode sweep``: the population's own timing line is what the phase split reads; the targets compare the
+    measured figures with the issue's thresholds."""
+    from experiments.population import timing_line
+    from experiments.sweep_bench import phases, sweep_targets
+
+    output = "\n".join(["[x][experiments.population][INFO] - " + timing_line(24, wall, s)
+                        for wall, s in ((30.0, {"rollout": 4.0, "update": 20.0, "evaluation": 2.0}),
+                                        (6.0, {"rollout": 1.0, "update": 2.5, "evaluation": 0.5}))])
+    split = phases("population", {"output": output, "wall_seconds": 50.0}, tmp_path)
+    assert split == {"rollout": 5.0, "update": 22.5, "evaluation": 2.5, "start-up and the rest": 50.0 - 36.0,
+                     "populations": 2}
+    results = {"methods": {"population": {"wall_seconds": {"median": 30.0}, "peak_rss_mb": {"median": 900.0}}},
+               "speedup": {"median": 4.9}, "sb3_zoo_run": {"wall_seconds": 40.0}}
+    assert [t["ok"] for t in sweep_targets(results)] == [False, True, True]

@@ -76,6 +76,10 @@ class PopulationJob:
     output_dir: str
     overrides: list[str] = field(default_factory=list)
     hydra_cfg: Optional[DictConfig] = None
+    train_cfg: Any = None
+    """The validated ``TrainConfig`` (None for a resumed job, validated later with its saved config)."""
+    hydra_view: Any = field(default=None, repr=False)
+    """The job's ``HydraConfig`` view, once made (``job_scope`` sets it again without another copy)."""
 
 
 _batch: Optional[list[PopulationJob]] = None
@@ -111,12 +115,12 @@ def register(cfg: DictConfig, output_dir: str, overrides: Sequence[str] = ()) ->
 
     if _batch is None:
         raise RuntimeError("register() outside collecting(): nothing collects population jobs")
-    if OmegaConf.select(cfg, "resume", default=None) is None:
-        to_train_config(cfg)
+    train_cfg = to_train_config(cfg) if OmegaConf.select(cfg, "resume", default=None) is None else None
     job_cfg = copy.deepcopy(cfg)
     OmegaConf.resolve(job_cfg)  # now, while the job's HydraConfig is set (a value may read ${hydra:...})
     hydra_cfg = copy.deepcopy(HydraConfig.instance().cfg) if HydraConfig.initialized() else None
-    job = PopulationJob(cfg=job_cfg, output_dir=str(output_dir), overrides=list(overrides), hydra_cfg=hydra_cfg)
+    job = PopulationJob(cfg=job_cfg, output_dir=str(output_dir), overrides=list(overrides), hydra_cfg=hydra_cfg,
+                        train_cfg=train_cfg)
     _batch.append(job)
     return job
 
@@ -206,7 +210,11 @@ def job_scope(job: PopulationJob) -> Iterator[None]:
     hydra = job.hydra_cfg.hydra
     previous_cfg = HydraConfig.instance().cfg
     previous_cwd = os.getcwd()
-    HydraConfig.instance().set_config(job.hydra_cfg)
+    if job.hydra_view is None:
+        HydraConfig.instance().set_config(job.hydra_cfg)
+        job.hydra_view = HydraConfig.instance().cfg
+    else:
+        HydraConfig.instance().cfg = job.hydra_view
     try:
         configure_log(hydra.job_logging, hydra.verbose)
         if hydra.job.chdir:
@@ -287,7 +295,7 @@ def _train_group(jobs: Sequence[PopulationJob]) -> list[float | BaseException]:
     for i, job in enumerate(jobs):
         try:
             with job_scope(job):
-                plans[i] = plan_run(job.cfg, job.output_dir, job.overrides)
+                plans[i] = plan_run(job.cfg, job.output_dir, job.overrides, train_cfg=job.train_cfg)
         except Exception as exc:  # noqa: BLE001 - this job fails alone
             outcomes[i] = _failed(exc)
     ok = list(plans)

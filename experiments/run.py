@@ -275,12 +275,13 @@ class RunPlan:
                       init_agent=self.init_state["agent"] if self.init_state is not None else None)
 
 
-def plan_run(cfg: DictConfig, output_dir: str | Path, overrides: Sequence[str] = ()) -> RunPlan:
-    """Validate a run's config (a resumed run: with its saved config) and load the checkpoints it starts from;
-    raises ``ConfigError`` naming the key."""
+def plan_run(cfg: DictConfig, output_dir: str | Path, overrides: Sequence[str] = (),
+             train_cfg: Optional[TrainConfig] = None) -> RunPlan:
+    """Validate a run's config (a resumed run: with its saved config; ``train_cfg``: already validated) and load
+    the checkpoints it starts from; raises ``ConfigError`` naming the key."""
     resume = OmegaConf.select(cfg, "resume", default=None) if OmegaConf.is_config(cfg) else cfg.get("resume")
     if resume is None:
-        plan = RunPlan(cfg, to_train_config(cfg), Path(output_dir))
+        plan = RunPlan(cfg, train_cfg if train_cfg is not None else to_train_config(cfg), Path(output_dir))
         tc = plan.train_cfg
         if tc.ref_checkpoint is not None:
             plan.ref_state = load_checkpoint(tc.ref_checkpoint, key="ref_checkpoint")

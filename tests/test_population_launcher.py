@@ -291,3 +291,23 @@ def test_members_continue_as_the_readme_says(sweep, tmp_path):
         assert state["global_step"] == 512 and state["run"]["config"]["seed"] == int(seed)
         steps = [step for step, _ in read_scalars(d / "tb")["losses/policy_loss"]]
         assert max(steps) == 512 and len(steps) == len(set(steps))  # continued, nothing logged twice
+
+
+def test_jobs_compose_exactly_as_under_the_basic_launcher(tmp_path):
+    """The launcher composes each distinct set of config files once (``_reuse_compositions``): every job's recorded
+    config, overrides and choices equal those of the same sweep under Hydra's basic launcher."""
+    args = ["-m", "env=bandit,cartpole", "agent.clip_ratio=0.1,0.2", "total_timesteps=256", "eval.episodes=2",
+            "agent.num_steps=16", "env.num_envs=2"]
+    for launcher in ("population", "basic"):
+        proc = train([*args, f"hydra/launcher={launcher}", f"hydra.sweep.dir={tmp_path / launcher}"], cwd=REPO)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    names = sorted(p.name for p in (tmp_path / "basic").iterdir() if (p / ".hydra").is_dir())
+    assert len(names) == 4
+    for name in names:
+        ours, theirs = tmp_path / "population" / name / ".hydra", tmp_path / "basic" / name / ".hydra"
+        for record in ("config.yaml", "overrides.yaml"):
+            assert (ours / record).read_text() == (theirs / record).read_text(), (name, record)
+        ours_h, theirs_h = (yaml.safe_load((d / "hydra.yaml").read_text())["hydra"] for d in (ours, theirs))
+        assert ours_h["runtime"]["choices"] == {**theirs_h["runtime"]["choices"], "hydra/launcher": "population"}
+        assert ours_h["job"]["override_dirname"] == theirs_h["job"]["override_dirname"]
+        assert ours_h["overrides"]["task"] == theirs_h["overrides"]["task"]

@@ -18,6 +18,7 @@ A task function that does not register (any other Hydra app) simply runs in phas
 """
 
 
+import copy
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,7 @@ from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrid
 from hydra.errors import HydraException
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,53 @@ class _HeldJobEnd:
                 HydraConfig.instance().cfg = previous
 
 
+def _remember_compositions(loader: Any, store: dict) -> None:
+    """Keep what ``loader.load_sweep_config`` composes, by the job's overrides, for this launcher to take.
+
+    Hydra's basic sweeper composes every job of a batch once to validate it, then the launcher composes it again to
+    run it; composing our config is most of a population's start-up per job (a copy of a composed config costs a
+    few percent of that). The loader is shared with the sweeper, so its own ``load_sweep_config`` is wrapped on
+    this instance: the caller still gets a config of its own (a copy), and ``_collect`` takes the kept original.
+    """
+    if getattr(loader, "_population_store", None) is store:
+        return
+    compose = getattr(loader, "_population_compose", loader.load_sweep_config)
+    _reuse_compositions(loader)
+
+    def load_sweep_config(master_config: DictConfig, sweep_overrides: List[str]) -> DictConfig:
+        cfg = compose(master_config, sweep_overrides)
+        store[tuple(sweep_overrides)] = cfg
+        copied = copy.deepcopy(cfg)
+        OmegaConf.copy_cache(from_config=master_config, to_config=copied)
+        return copied
+
+    loader._population_compose = compose
+    loader._population_store = store
+    loader.load_sweep_config = load_sweep_config
+
+
+def _reuse_compositions(loader: Any) -> None:
+    """Compose each distinct defaults list once. The jobs of a sweep mostly differ in values (``seed=3``), not in
+    which config files they are made of; Hydra's loader composes the files of every job anew (most of the cost of
+    composing a job here). The composition of a defaults list is a pure function of that list (the config files do
+    not change during a sweep), so a copy of the first composition stands in for the others; Hydra's own code then
+    applies each job's value overrides and its ``hydra`` fields as usual. Wraps the loader's (internal, hydra-core
+    1.3) ``_compose_config_from_defaults_list`` on this instance; without it, nothing changes."""
+    compose_defaults = getattr(loader, "_compose_config_from_defaults_list", None)
+    if compose_defaults is None or getattr(loader, "_population_defaults_cache", None) is not None:
+        return
+    cache: dict = {}
+
+    def compose_once(defaults: List[Any], repo: Any) -> DictConfig:
+        key = tuple((d.config_path, d.package, d.parent, d.is_self, d.primary) for d in defaults)
+        if key not in cache:
+            cache[key] = compose_defaults(defaults=defaults, repo=repo)
+        return copy.deepcopy(cache[key])
+
+    loader._population_defaults_cache = cache
+    loader._compose_config_from_defaults_list = compose_once
+
+
 def _settle(ret: JobReturn, outcome: Any) -> None:
     """Record a trained job's outcome as ``run_job`` records a task function's result or exception."""
     ret.return_value = outcome
@@ -95,6 +143,8 @@ class PopulationLauncher(Launcher):
         self.config = config
         self.hydra_context = hydra_context
         self.task_function = task_function
+        self._composed: dict = {}
+        _remember_compositions(hydra_context.config_loader, self._composed)
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from experiments import population
@@ -119,7 +169,9 @@ class PopulationLauncher(Launcher):
         """Run one job through Hydra as the basic launcher does (copied from its ``launch`` loop)."""
         assert self.hydra_context is not None and self.config is not None and self.task_function is not None
         log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
-        sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+        sweep_config = self._composed.pop(tuple(overrides), None)
+        if sweep_config is None:
+            sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
         with open_dict(sweep_config):
             sweep_config.hydra.job.id = idx
             sweep_config.hydra.job.num = idx

@@ -246,6 +246,7 @@ def test_register_outside_a_collecting_launcher_is_refused():
 # ------------------------------------------------------------------------------------------- Optuna
 
 
+@pytest.mark.slow
 @pytest.mark.optuna
 def test_optuna_hands_the_population_launcher_batches_of_n_jobs(tmp_path):
     if importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is None:

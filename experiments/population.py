@@ -125,20 +125,11 @@ def register(cfg: DictConfig, output_dir: str, overrides: Sequence[str] = ()) ->
     return job
 
 
-def _leaves(node: Any, prefix: str = "") -> dict[str, Any]:
-    """Flat {dotted.key: value} of a plain nested dict (lists and empty dicts are values)."""
-    out: dict[str, Any] = {}
-    for key, value in node.items():
-        if isinstance(value, dict) and value:
-            out.update(_leaves(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def flat_config(cfg: DictConfig) -> dict[str, Any]:
-    """The resolved run config as {dotted.key: value}."""
-    return _leaves(OmegaConf.to_container(cfg, resolve=True))
+    """The resolved run config as {dotted.key: value} (``sweep_report.flatten``: lists become tuples)."""
+    from experiments.sweep_report import flatten
+
+    return flatten(OmegaConf.to_container(cfg, resolve=True))
 
 
 def population_key(cfg: DictConfig) -> str:

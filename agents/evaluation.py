@@ -76,4 +76,4 @@ def evaluate_population(inference: Inference, make_envs: Callable[[int], object]
                     done_count[k, j] += 1
     finally:
         envs.close()
-    return [EvalResult(np.asarray(r, dtype=np.float64), np.asarray(l)) for r, l in zip(returns, lengths)]
+    return [EvalResult(np.asarray(r, dtype=np.float64), np.asarray(n)) for r, n in zip(returns, lengths)]

@@ -15,7 +15,6 @@ log-probabilities: the NumPy side of ``agents/losses.py``'s ``categorical_log_pr
 
 from __future__ import annotations
 
-import copy
 from typing import Callable, NamedTuple, Optional, Sequence, Union
 
 import numpy as np

@@ -357,7 +357,7 @@ def format_exercise2(clip_ratio: float, epochs: int, iterations: int, lr: float)
                                                       target.inside)):
         where = "yes" if inside else ("NO (above)" if r > hi else "NO (below)")
         lines.append(f"{'a_' + str(i + 1):>8} {p_old:>7.3f} {p_new:>7.3f} {r:>7.3f}  {where}")
-    lines += [f"  (exact r; the seed's 1.995 and 0.735 are 3 × its rounded π_new 0.665 and 0.245)",
+    lines += ["  (exact r; the seed's 1.995 and 0.735 are 3 × its rounded π_new 0.665 and 0.245)",
               f"  one PPO update caps π(a_1) at π_old·(1+ε) = {target.cap_high:.3f} "
               f"and floors π(a_3) at π_old·(1−ε) = {target.floor_low:.3f}", ""]
 

@@ -210,7 +210,8 @@ def format_sweep(results: dict) -> str:
         lines.append("             " + ", ".join(f"{k} {v:.1f} s" if isinstance(v, float) else f"{k} {v}"
                                                 for k, v in row["phases_last_repeat"].items()))
     s = results["speedup"]
-    lines.append(f"  speed-up (joblib wall / population wall): {s['median']:.2f}× (range {s['min']:.2f}–{s['max']:.2f})")
+    lines.append(f"  speed-up (joblib wall / population wall): {s['median']:.2f}× "
+                 f"(range {s['min']:.2f}–{s['max']:.2f})")
     if results.get("sb3_zoo_run"):
         lines.append(f"  one SB3 rl-zoo CartPole run: {results['sb3_zoo_run']['wall_seconds']:.1f} s wall")
     for name, eq in results["equivalence"].items():

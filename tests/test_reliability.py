@@ -3,7 +3,6 @@ numerical faults stop the run, checkpoints never run code."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -17,7 +16,7 @@ import torch
 from gymnasium import spaces
 
 from agents import NumericalError, PPOConfig, Trainer
-from agents.checkpoint import load_checkpoint, save_checkpoint
+from agents.checkpoint import load_checkpoint
 from agents.config import ConfigError
 from envs.vector import EnvConfig, make_vec_env
 from helpers import read_scalars, run_main

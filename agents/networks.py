@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections import OrderedDict
 from typing import NamedTuple, Optional, Sequence
 
 import torch
@@ -287,25 +288,15 @@ class PolicyPopulation(nn.Module):
     # --- members -----------------------------------------------------------------------------------------------
     def member_state(self, k: int) -> "dict[str, Tensor]":
         """Member k's ``state_dict``, keys and layout of the member module's (what a checkpoint stores)."""
-        from collections import OrderedDict
-
         return OrderedDict((name, p[k].detach().clone()) for name, p in zip(self.names, self.stacked))
 
     def load_member_state(self, k: int, state: "dict[str, Tensor]") -> None:
-        """Copy a member module's ``state_dict`` into member k (strict: same keys and shapes)."""
-        missing = [name for name in self.names if name not in state]
-        unexpected = [name for name in state if name not in self.names]
-        if missing or unexpected:
-            raise RuntimeError(f"Error(s) in loading state_dict for {type(self._template[0]).__name__}:\n\t"
-                               f"Missing key(s) in state_dict: {missing}. Unexpected key(s): {unexpected}.")
+        """Copy a member module's ``state_dict`` into member k (strict: PyTorch's own checks of keys and shapes)."""
+        template = self._template[0]  # a private copy: loading into it changes no member
+        template.load_state_dict(state)
         with torch.no_grad():
             for name, p in zip(self.names, self.stacked):
-                value = state[name]
-                if value.shape != p.shape[1:]:
-                    raise RuntimeError(f"Error(s) in loading state_dict:\n\tsize mismatch for {name}: copying a "
-                                       f"param with shape {tuple(value.shape)} from checkpoint, the shape in "
-                                       f"current model is {tuple(p.shape[1:])}.")
-                p[k].copy_(value)
+                p[k].copy_(template.get_parameter(name))
 
     def member(self, k: int) -> ActorCritic:
         """Member k as a module of its own (a copy: training the population does not change it)."""

@@ -118,9 +118,10 @@ def register(cfg: DictConfig, output_dir: str, overrides: Sequence[str] = ()) ->
     train_cfg = to_train_config(cfg) if OmegaConf.select(cfg, "resume", default=None) is None else None
     job_cfg = copy.deepcopy(cfg)
     OmegaConf.resolve(job_cfg)  # now, while the job's HydraConfig is set (a value may read ${hydra:...})
-    hydra_cfg = copy.deepcopy(HydraConfig.instance().cfg) if HydraConfig.initialized() else None
-    job = PopulationJob(cfg=job_cfg, output_dir=str(output_dir), overrides=list(overrides), hydra_cfg=hydra_cfg,
-                        train_cfg=train_cfg)
+    # the view run_job set for this job (nothing changes it afterwards): job_scope sets it again, uncopied
+    hydra_view = HydraConfig.instance().cfg if HydraConfig.initialized() else None
+    job = PopulationJob(cfg=job_cfg, output_dir=str(output_dir), overrides=list(overrides), hydra_cfg=hydra_view,
+                        train_cfg=train_cfg, hydra_view=hydra_view)
     _batch.append(job)
     return job
 
@@ -282,11 +283,13 @@ def _train_group(jobs: Sequence[PopulationJob]) -> list[float | BaseException]:
                                  report_interrupted)
 
     outcomes: list[float | BaseException] = [RuntimeError("not trained")] * len(jobs)
-    plans = {}
+    plans, loggers = {}, {}
     for i, job in enumerate(jobs):
         try:
-            with job_scope(job):
-                plans[i] = plan_run(job.cfg, job.output_dir, job.overrides, train_cfg=job.train_cfg)
+            with job_scope(job):  # a population's jobs are new runs (a resumed job runs solo): no purge step
+                plan = plan_run(job.cfg, job.output_dir, job.overrides, train_cfg=job.train_cfg)
+                loggers[i] = open_logger(plan, 0)
+                plans[i] = plan
         except Exception as exc:  # noqa: BLE001 - this job fails alone
             outcomes[i] = _failed(exc)
     ok = list(plans)
@@ -294,14 +297,12 @@ def _train_group(jobs: Sequence[PopulationJob]) -> list[float | BaseException]:
         return outcomes
     first = plans[ok[0]].train_cfg
     torch.set_num_threads(max(plans[i].train_cfg.torch_threads for i in ok))
-    loggers = {}
     try:
         envs = make_vec_env(first.env, len(ok) * first.env.num_envs)
         try:
             trainer = build_trainer([plans[i] for i in ok], envs)
             for k, i in enumerate(ok):
-                with job_scope(jobs[i]):
-                    loggers[i] = trainer.members[k].logger = open_logger(plans[i], trainer.global_step)
+                trainer.members[k].logger = loggers[i]
             with StopFlag() as stop:
                 start = time.perf_counter()
                 results = trainer.run_population(should_stop=stop)

@@ -28,26 +28,16 @@ from typing import Any, Iterator, Optional, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
+from agents.config import PER_MEMBER_KEYS
+
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_MEMBERS = 64
 """Members per population unless ``hydra.launcher.max_members`` says otherwise (the memory cap)."""
 
 MEMBER_KEYS: tuple[str, ...] = (
-    # hyperparameters a batched trainer keeps one value of per member
     "seed",
-    "agent.clip_ratio",
-    "agent.entropy_coef",
-    "agent.vf_coef",
-    "agent.learning_rate",
-    "agent.gamma",
-    "agent.gae_lambda",
-    "agent.max_grad_norm",
-    "agent.target_kl",
-    "agent.kl_coef",
-    "agent.kl_target",
-    "agent.norm_adv",
-    "agent.clip_value_loss",
+    *(f"agent.{key}" for key in PER_MEMBER_KEYS),  # hyperparameters the trainer keeps one value of per member
     # keys that never change the training trajectory
     "eval.stop_return",
     "progress",

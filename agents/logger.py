@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping, Optional, Union
 
+from tensorboard.compat.proto.summary_pb2 import Summary
 from torch.utils.tensorboard import SummaryWriter
 
 
@@ -17,8 +18,10 @@ class TensorBoardLogger:
         self.writer = SummaryWriter(str(self.log_dir), purge_step=purge_step, flush_secs=30)
 
     def scalars(self, values: Mapping[str, float], step: int) -> None:
-        for tag, value in values.items():
-            self.writer.add_scalar(tag, value, step)
+        """All of one step's scalars as one event (what ``add_scalar`` writes per tag, in one summary): a few
+        times cheaper per iteration, which counts once a population logs for every member."""
+        summary = Summary(value=[Summary.Value(tag=tag, simple_value=float(value)) for tag, value in values.items()])
+        self.writer._get_file_writer().add_summary(summary, step)
 
     def text(self, tag: str, text: str) -> None:
         self.writer.add_text(tag, text)

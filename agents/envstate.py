@@ -46,7 +46,7 @@ from gymnasium import Env, Space
 from gymnasium.envs.registration import EnvSpec
 from gymnasium.vector import AsyncVectorEnv, VectorEnv
 
-__all__ = ["IncompleteEnvState", "capture", "restore"]
+__all__ = ["IncompleteEnvState", "capture", "nothing_captured", "restore"]
 
 _IGNORED_NAMES = frozenset({
     "env", "envs", "env_fns",
@@ -196,6 +196,13 @@ def capture(vec_env: Any) -> dict:
     sub_envs = [_capture_chain(sub, uncaptured) for sub in getattr(_chain(vec_env)[-1], "envs", None) or []]
     uncaptured = list(dict.fromkeys(uncaptured))  # each sub-env reports the same attributes: name them once
     return {"layers": layers, "sub_envs": sub_envs, "complete": not uncaptured, "uncaptured": uncaptured}
+
+
+def nothing_captured(reason: str) -> dict:
+    """A state in :func:`capture`'s format that holds nothing, for envs whose state cannot be separated from
+    others' (e.g. a population member's share of one vector env): ``restore`` refuses it unless ``allow_inexact``,
+    and then has nothing to put back."""
+    return {"layers": [], "sub_envs": [], "complete": False, "uncaptured": [reason]}
 
 
 def _message(uncaptured: List[str]) -> str:

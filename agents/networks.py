@@ -252,10 +252,6 @@ class PolicyPopulation(nn.Module):
         return self.stacked[0].shape[0]
 
     @property
-    def discrete(self) -> bool:
-        return self._log_std is None
-
-    @property
     def log_std(self) -> Optional[Tensor]:
         """``[P, A]``, None for categorical policies."""
         return self._log_std

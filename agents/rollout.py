@@ -56,11 +56,6 @@ class Batch(NamedTuple):
         return Batch(*(t.reshape(P * n, *t.shape[2:]).index_select(0, flat).view(P, m, *t.shape[2:])
                        for t in self[:6]))
 
-    def member(self, k: int) -> "Batch":
-        """Member k's valid samples alone, as a population of one."""
-        n = int(self.sizes()[k])
-        return Batch(*(t[k:k + 1, :n] for t in self[:6]))
-
 
 @dataclass
 class EpisodeStats:

@@ -80,17 +80,12 @@ class RunSeeds:
         return self.stream(FINAL_EVALUATION if final else EVALUATION, index)
 
 
-def reset_seed(envs, seq: np.random.SeedSequence) -> Union[int, list[int]]:
-    """The ``seed`` argument of ``envs.reset`` for the stream ``seq``: one seed per sub-env (``child(seq, j)``)
-    for sync/async vector envs, a single integer for native vector envs (such as CartPole's), which draw every
-    sub-env from one generator."""
-    return population_reset_seed(envs, [seq])
-
-
 def population_reset_seed(envs, seqs: Sequence[np.random.SeedSequence]) -> Union[int, list[int]]:
-    """``reset_seed`` for a vector env whose sub-envs are P members' blocks of ``num_envs / P``: sync/async envs
-    give member k's sub-env j the seed ``child(seqs[k], j)``, as its solo run would; a native vector env draws every
-    sub-env from one generator, seeded here by all the members' streams together (for one member: its own)."""
+    """The ``seed`` argument of ``envs.reset`` for a vector env whose sub-envs are P members' blocks of
+    ``num_envs / P`` (a solo run: one block), member k on stream ``seqs[k]``. Sync/async envs get one seed per
+    sub-env, ``child(seqs[k], j)`` for member k's sub-env j, as its solo run would; a native vector env (such as
+    CartPole's) draws every sub-env from one generator, seeded with one integer: a solo run's own stream, or all the
+    members' streams together."""
     from gymnasium.vector import AsyncVectorEnv, SyncVectorEnv
 
     if isinstance(envs.unwrapped, (SyncVectorEnv, AsyncVectorEnv)):

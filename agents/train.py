@@ -161,6 +161,7 @@ class Trainer:
             raise ConfigError("agent.advantage='group' needs every step of a rollout to be a sample: use a vector "
                               "env with SameStep autoreset (env.autoreset_mode=same_step), or agent.advantage=gae")
         self.space = {"obs_dim": obs_dim, "action_dim": action_dim, "discrete": discrete}
+        self.gammas, self.gae_lambdas = [c.gamma for c in cfgs], [c.gae_lambda for c in cfgs]
         self.iteration = 0
         self.global_step = 0
         self.seconds = {"rollout": 0.0, "update": 0.0, "evaluation": 0.0}
@@ -184,8 +185,7 @@ class Trainer:
     def _env_state(self, k: int) -> dict:
         if len(self.members) == 1:
             return envstate.capture(self.envs)
-        return {"layers": [], "sub_envs": [], "complete": False,
-                "uncaptured": ["population member (its sub-envs were part of the population's vector env)"]}
+        return envstate.nothing_captured("population member (its sub-envs were part of the population's vector env)")
 
     def member_state_dict(self, k: int) -> dict:
         """Member k's checkpoint, in a solo run's layout."""
@@ -324,8 +324,7 @@ class Trainer:
                 t1 = time.perf_counter()
                 self._fail(nonfinite_members({"observations": self.buffer.obs.swapaxes(0, 1),
                                               "rewards": self.buffer.rewards.T}, P), iteration, "env", active)
-                metrics = agent.update(self.buffer.batch([c.gamma for c in agent.cfgs],
-                                                         [c.gae_lambda for c in agent.cfgs], cfg.advantage,
+                metrics = agent.update(self.buffer.batch(self.gammas, self.gae_lambdas, cfg.advantage,
                                                          cfg.group_scale), active=active)
                 t2 = time.perf_counter()
                 self.seconds["rollout"] += t1 - t0

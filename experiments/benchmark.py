@@ -286,19 +286,22 @@ def _child_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _run_once(cmd: Sequence[str], cwd: Optional[str], timeout: float) -> tuple[float, float, str]:
-    """One fresh process: (wall seconds, CPU seconds of it and its children, stdout)."""
+def _run_once(cmd: Sequence[str], cwd: Optional[str], timeout: float,
+              label: Optional[str] = None) -> tuple[float, float, str]:
+    """One fresh process: (wall seconds, CPU seconds of it and its children, stdout). ``label`` names it in an
+    error (default: the command)."""
+    label = label or " ".join(cmd)
     cpu0, wall0 = _child_cpu_seconds(), time.perf_counter()
     try:
         proc = subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout, cwd=cwd)
     except subprocess.TimeoutExpired:
-        raise BenchmarkError(f"{' '.join(cmd)} ran past {timeout:g} s") from None
+        raise BenchmarkError(f"{label} ran past {timeout:g} s") from None
     except OSError as exc:
-        raise BenchmarkError(f"cannot run {' '.join(cmd)}: {exc.strerror or exc}") from None
+        raise BenchmarkError(f"cannot run {label}: {exc.strerror or exc}") from None
     wall = time.perf_counter() - wall0
     if proc.returncode != 0:
         tail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-1:] or ["(no output)"]
-        raise BenchmarkError(f"{' '.join(cmd)} failed (exit {proc.returncode}): {tail[0][-300:]}")
+        raise BenchmarkError(f"{label} failed (exit {proc.returncode}): {tail[0][-300:]}")
     return wall, _child_cpu_seconds() - cpu0, proc.stdout
 
 
@@ -714,9 +717,17 @@ def report_solve(args, our_overrides: list[str], sb3: bool, target: float) -> di
 
 
 RSS_WRAPPER = ("import resource, subprocess, sys\n"
-               "code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode\n"
-               "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+               "code = subprocess.run(sys.argv[1:]).returncode\n"
+               "print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
                "sys.exit(code)\n")
+"""Runs a command (its output passed through) and prints, last, the peak resident memory of the largest of its
+waited-for processes."""
+
+
+def peak_rss_mb(stdout: str) -> Optional[float]:
+    """What ``RSS_WRAPPER`` printed, in MB (Linux: ``ru_maxrss`` is in KiB)."""
+    found = re.findall(r"^PEAK_RSS_KB (\d+)$", stdout, re.MULTILINE)
+    return int(found[-1]) / 1024 if found else None
 
 
 def report_memory(args, our_overrides: list[str]) -> dict:
@@ -733,7 +744,7 @@ def report_memory(args, our_overrides: list[str]) -> dict:
             if proc.returncode != 0:
                 tail = proc.stderr.strip().splitlines()[-1:] or ["(no output)"]
                 raise BenchmarkError(f"{' '.join(cmd)} failed (exit {proc.returncode}): {tail[0][-300:]}")
-            peaks.append(int(proc.stdout.split()[-1]) / 1024)  # Linux: ru_maxrss is in KiB
+            peaks.append(peak_rss_mb(proc.stdout))
     return {"command": " ".join(cmd), "steps": steps, "seed": args.first_seed, "runs": args.repeats,
             "peak_rss_mb": spread(peaks), "wall_seconds": spread(walls), "config": describe(tc)}
 

@@ -339,12 +339,10 @@ def build_trainer(plans: Sequence[RunPlan], envs) -> Trainer:
             [plan.member() for plan in plans], envs, tc.total_timesteps,
             make_eval_envs=lambda n: make_vec_env(env_cfg, n), eval_every=tc.eval.every,
             eval_episodes=tc.eval.episodes, progress=tc.progress)
-        for k, plan in enumerate(plans):
-            if plan.state is not None and not trainer.load_state_dict(plan.state,
-                                                                      tc.allow_inexact_resume):
-                log.warning("resume: the checkpoint could not capture the env state; continuing from freshly "
-                            "reset envs (allow_inexact_resume=true), so this run will not equal an "
-                            "uninterrupted one")
+        resumed = plans[0].state  # a resumed run is a population of one
+        if resumed is not None and not trainer.load_state_dict(resumed, tc.allow_inexact_resume):
+            log.warning("resume: the checkpoint could not capture the env state; continuing from freshly reset "
+                        "envs (allow_inexact_resume=true), so this run will not equal an uninterrupted one")
     with checkpoint_errors("ref_checkpoint"):
         for k, plan in enumerate(plans):
             if plan.ref_state is not None:

@@ -23,11 +23,8 @@ Seeds start at ``--first-seed`` (default 1000: the tuned config was tuned on see
 from __future__ import annotations
 
 import json
-import re
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -42,13 +39,6 @@ TARGET_SWEEP_SPEEDUP = 5.0      # the population sweep ≥ 5× faster in wall ti
 TARGET_SWEEP_RSS_MB = 1500.0     # peak RSS of the population sweep
 JOBLIB_WORKERS = 2
 
-RSS_WRAPPER = ("import resource, subprocess, sys\n"
-               "code = subprocess.run(sys.argv[1:]).returncode\n"
-               "print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
-               "sys.exit(code)\n")
-"""Runs a command and prints the peak resident memory of the largest of its (waited-for) processes."""
-
-
 def launcher_overrides(method: str) -> list[str]:
     if method == "population":
         return ["hydra/launcher=population", "torch_threads=2"]
@@ -57,23 +47,13 @@ def launcher_overrides(method: str) -> list[str]:
 
 def multirun(method: str, overrides: Sequence[str], sweep_dir: Path, timeout: float = 3600.0) -> dict:
     """One multirun in a fresh process: wall and CPU seconds, peak RSS (MB) and its output."""
-    from experiments.benchmark import BenchmarkError, _child_cpu_seconds
+    from experiments.benchmark import RSS_WRAPPER, _run_once, peak_rss_mb
 
     cmd = [sys.executable, "-m", "experiments.train", "-m", *overrides, *launcher_overrides(method),
            "progress=false", f"hydra.sweep.dir={sweep_dir}"]
-    cpu0, wall0 = _child_cpu_seconds(), time.perf_counter()
-    try:
-        proc = subprocess.run([sys.executable, "-c", RSS_WRAPPER, *cmd], capture_output=True, text=True,
-                              timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise BenchmarkError(f"{' '.join(cmd)} ran past {timeout:g} s") from None
-    wall = time.perf_counter() - wall0
-    if proc.returncode != 0:
-        tail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-1:] or ["(no output)"]
-        raise BenchmarkError(f"{' '.join(cmd)} failed (exit {proc.returncode}): {tail[0][-300:]}")
-    peak = re.search(r"PEAK_RSS_KB (\d+)", proc.stdout)
-    return {"command": " ".join(cmd), "wall_seconds": wall, "cpu_seconds": _child_cpu_seconds() - cpu0,
-            "peak_rss_mb": int(peak.group(1)) / 1024 if peak else None, "output": proc.stdout + proc.stderr}
+    wall, cpu, out = _run_once([sys.executable, "-c", RSS_WRAPPER, *cmd], None, timeout, label=" ".join(cmd))
+    return {"command": " ".join(cmd), "wall_seconds": wall, "cpu_seconds": cpu, "peak_rss_mb": peak_rss_mb(out),
+            "output": out}
 
 
 def job_dirs(sweep_dir: Path) -> list[Path]:

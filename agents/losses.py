@@ -1,8 +1,9 @@
-"""The PPO loss terms of the seeds, each a small pure function of tensors.
+"""The PPO loss terms, each a small pure function of tensors.
 
 ``compute_ppo_loss`` (the clipped surrogate), ``compute_value_loss``, ``compute_entropy`` and
-``compute_ppo_total_loss``, with the names and defaults of the PPO paper's notation as this package uses it
-(``clip_ratio`` is ε). The distribution helpers at the bottom (categorical and diagonal Gaussian) give the
+``compute_ppo_total_loss``: the objective L^{CLIP+VF+S} of the PPO paper (Schulman et al. 2017, "Proximal Policy
+Optimization Algorithms", §3 and §5), written as a loss to minimise, with ``clip_ratio`` = ε, ``vf_coef`` = c₁ and
+``entropy_coef`` = c₂. The distribution helpers at the bottom (categorical and diagonal Gaussian) give the
 log-probabilities, entropies and KL divergences that the losses consume, so the same losses serve discrete and
 continuous actions.
 
@@ -131,10 +132,10 @@ def compute_ppo_total_loss(
 ) -> dict[str, Tensor]:
     """total = policy_loss + vf_coef·value_loss − entropy_coef·entropy (+ kl_coef·kl_ref).
 
-    The entropy comes from ``logits`` (categorical policies, as in the seed) or is passed as ``entropy``
-    (per-sample, or already a mean per member, e.g. a Gaussian's). ``old_values`` with ``clip_value`` switches to
-    the clipped value loss. ``kl_ref`` is the per-sample KL(π_θ ‖ π_ref) to a frozen reference policy (the
-    RLHF-style penalty), averaged and weighted by ``kl_coef`` (β). With a population axis every output is ``[P]``.
+    The entropy comes from ``logits`` (categorical policies) or is passed as ``entropy`` (per-sample, or already a
+    mean per member, e.g. a Gaussian's). ``old_values`` with ``clip_value`` switches to the clipped value loss.
+    ``kl_ref`` is the per-sample KL(π_θ ‖ π_ref) to a frozen reference policy (the RLHF-style penalty), averaged
+    and weighted by ``kl_coef`` (β). With a population axis every output is ``[P]``.
 
     Returns ``total_loss``, ``policy_loss``, ``value_loss``, ``entropy`` (with gradients) and the diagnostics
     ``clip_fraction`` and ``approx_kl`` (without), plus ``kl_ref`` when given.

@@ -1,4 +1,5 @@
-"""A K-armed bandit with one pull per episode: the single-state problem of the seeds' 3-action exercise."""
+"""A K-armed bandit with one pull per episode: the single-state problem of the 3-action softmax exercise
+(``experiments/clip_exercises.py``, exercise 2)."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ class SoftmaxBanditEnv(gym.Env):
 
     The observation is a constant ``[1.0]`` (there is only one state). Pulling arm ``a`` pays
     ``rewards[a] + noise_std · N(0, 1)``. With the default ``rewards=[1, 0, -1]`` the advantages under the
-    uniform policy (mean reward 0) are the seeds' ``[+1, 0, -1]``.
+    uniform policy (mean reward 0) are ``[+1, 0, -1]``, the advantages of that exercise.
     """
 
     metadata = {"render_modes": []}

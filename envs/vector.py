@@ -99,7 +99,7 @@ def _missing_simulator(spec: gym.envs.registration.EnvSpec, exc: BaseException) 
 def make_vec_env(cfg: EnvConfig, num_envs: Optional[int] = None) -> gym.vector.VectorEnv:
     """Make the vector env of ``cfg`` (``num_envs`` overrides ``cfg.num_envs``), with episode statistics.
 
-    The native vector env (``vector_entry_point``, e.g. CartPole's, ~10× faster than sync here) is taken when
+    The native vector env (``vector_entry_point``, e.g. CartPole's, much faster than a sync one) is taken when
     the env has one and no kwargs, autoreset mode or time limit ask for a wrapped single env. Box actions are
     clipped to the space's bounds on the way in (the agent stores the unclipped sample for its log-prob). A Box2D
     or MuJoCo env whose simulator cannot be imported is refused in one line naming the extra to install.

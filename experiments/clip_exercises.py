@@ -1,16 +1,16 @@
-"""The seeds' PPO clip exercises, worked with this package's own functions.
+"""Two PPO clip exercises (the clipped surrogate of Schulman et al. 2017, §3), worked with this package's own functions.
 
 ``python -m experiments.clip_exercises [--clip-ratio 0.2] [--output-dir DIR] [--epochs N] [--iterations N] [--lr X]``
 (console script ``ppo-clip-exercises``).
 
-- Exercise 1 (seed 001): L^CLIP = min(r·A, clip(r, 1−ε, 1+ε)·A) for every ratio r of the seed's two tables,
+- Exercise 1: L^CLIP = min(r·A, clip(r, 1−ε, 1+ε)·A) for every ratio r of the two reference tables,
   A = +1 and A = −1, with ∂L^CLIP/∂log π from autograd (zero where the objective is flat).
-- Exercise 2 (seed 001): the 3-action softmax policy at z_old = [0, 0, 0] with advantages A = [+1, 0, −1]:
+- Exercise 2: the 3-action softmax policy at z_old = [0, 0, 0] with advantages A = [+1, 0, −1]:
   the exponentiated-advantage target softmax(A), its ratios against uniform π_old and the clip caps; then
   real PPO epochs (SGD on ``compute_ppo_loss``) on ``TabularActorCritic`` with θ_old held fixed, which stop at
   the clip boundary; then PPO iterations (θ_old reset each time, advantages from the bandit's rewards) that
   converge to the best arm.
-- The seed-000 figure: the clipped objective against r for A = +1 and A = −1, saved as a PNG.
+- The clipped-objective figure: the clipped objective against r for A = +1 and A = −1, saved as a PNG.
 
 Every ``exercise*`` / ``ppo_*`` function returns plain records (tests check their numbers); ``format_*`` and
 ``main`` only print them.
@@ -30,12 +30,12 @@ import torch
 from agents import TabularActorCritic, categorical_log_prob, clip_fraction, compute_ppo_loss, probability_ratio
 from envs import SoftmaxBanditEnv
 
-# The ratios of the seed's exercise-1 tables (seed 001), for A = +1 and A = −1.
-SEED_RATIOS = {
+# The ratios of exercise 1's reference tables, for A = +1 and A = −1.
+REFERENCE_RATIOS = {
     +1.0: (0.5, 0.8, 1.0, 1.1, 1.2, 1.3, 1.5, 2.0),
     -1.0: (0.5, 0.7, 0.8, 1.0, 1.2, 1.5, 2.0),
 }
-# Exercise 2: one sample of each of the three actions, with the seed's advantages.
+# Exercise 2: one sample of each of the three actions, with the exercise's advantages.
 EXERCISE2_ADVANTAGES = (1.0, 0.0, -1.0)
 # The bandit's mean rewards; under the uniform policy (mean 0) they are the advantages above.
 BANDIT_REWARDS = (1.0, 0.0, -1.0)
@@ -89,9 +89,9 @@ def clipped_objective(r: float, advantage: float, clip_ratio: float) -> tuple[fl
 
 def exercise1_table(advantage: float, clip_ratio: float = 0.2,
                     ratios: Optional[Sequence[float]] = None) -> list[Exercise1Row]:
-    """The exercise-1 table for one advantage; ``ratios`` default to the seed's table for that sign."""
+    """The exercise-1 table for one advantage; ``ratios`` default to the reference table for that sign."""
     if ratios is None:
-        ratios = SEED_RATIOS[1.0 if advantage > 0 else -1.0]
+        ratios = REFERENCE_RATIOS[1.0 if advantage > 0 else -1.0]
     rows = []
     for r in ratios:
         ratio = probability_ratio(torch.tensor(math.log(r), dtype=_DTYPE), torch.tensor(0.0, dtype=_DTYPE))
@@ -276,7 +276,7 @@ def ppo_iterations(clip_ratio: float = 0.2, iterations: int = DEFAULT_ITERATIONS
     return records
 
 
-# --- the seed-000 figure ------------------------------------------------------------------------------------
+# --- the clipped-objective figure ------------------------------------------------------------------------------------
 
 def objective_curve(advantage: float, clip_ratio: float, ratios: Sequence[float]) -> list[float]:
     """L^CLIP(r) at each r, through ``compute_ppo_loss``."""
@@ -337,7 +337,7 @@ def format_exercise1(clip_ratio: float) -> str:
             lines.append(f"{row.r:>5.1f} {row.r_times_a:>7.2f} {row.clipped_r:>8.2f} {row.clip_times_a:>7.2f} "
                          f"{row.l_clip:>7.2f}  {row.status:<9} {row.grad_logprob:>9.3f}")
     lines += ["", "clipped? = yes where the min picks the clipped term, so L^CLIP is flat in r and its gradient is "
-              "0;", "boundary = r sits on 1±ε, where both terms are equal (the seed's A=+1 table writes these as "
+              "0;", "boundary = r sits on 1±ε, where both terms are equal (the hand-worked A=+1 table writes these as "
               "'no').", "The clip is one-sided: A=+1 saturates only above 1+ε, A=−1 only below 1−ε; harmful moves "
               "keep their full gradient."]
     return "\n".join(lines)
@@ -357,7 +357,7 @@ def format_exercise2(clip_ratio: float, epochs: int, iterations: int, lr: float)
                                                       target.inside)):
         where = "yes" if inside else ("NO (above)" if r > hi else "NO (below)")
         lines.append(f"{'a_' + str(i + 1):>8} {p_old:>7.3f} {p_new:>7.3f} {r:>7.3f}  {where}")
-    lines += ["  (exact r; the seed's 1.995 and 0.735 are 3 × its rounded π_new 0.665 and 0.245)",
+    lines += ["  (exact r; the hand-worked 1.995 and 0.735 are 3 × the rounded π_new 0.665 and 0.245)",
               f"  one PPO update caps π(a_1) at π_old·(1+ε) = {target.cap_high:.3f} "
               f"and floors π(a_3) at π_old·(1−ε) = {target.floor_low:.3f}", ""]
 

@@ -1,4 +1,5 @@
-"""experiments.clip_exercises: the seeds' clip exercises computed with the package, checked number by number."""
+"""experiments.clip_exercises: the PPO clip exercises computed with the package, checked number by number against
+their hand-worked solutions."""
 
 import math
 import re
@@ -12,8 +13,8 @@ from matplotlib.image import imread
 from agents import compute_ppo_loss
 from experiments import clip_exercises as ce
 
-# Seed 001, exercise 1 (ε = 0.2), verbatim: r, r·A, clip(r), clip·A, L^CLIP, clipped?
-SEED_TABLE = {
+# Exercise 1 (ε = 0.2), its hand-worked solution tables as literals: r, r·A, clip(r), clip·A, L^CLIP, clipped?
+REFERENCE_TABLE = {
     +1.0: [(0.5, 0.5, 0.8, 0.8, 0.5, "no"), (0.8, 0.8, 0.8, 0.8, 0.8, "no"), (1.0, 1.0, 1.0, 1.0, 1.0, "no"),
            (1.1, 1.1, 1.1, 1.1, 1.1, "no"), (1.2, 1.2, 1.2, 1.2, 1.2, "no"), (1.3, 1.3, 1.2, 1.2, 1.2, "yes"),
            (1.5, 1.5, 1.2, 1.2, 1.2, "yes"), (2.0, 2.0, 1.2, 1.2, 1.2, "yes")],
@@ -27,16 +28,16 @@ SEED_TABLE = {
 # --- the data layer -----------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("advantage", [1.0, -1.0])
-def test_exercise1_table_matches_seed(advantage):
+def test_exercise1_table_matches_the_reference(advantage):
     rows = ce.exercise1_table(advantage, 0.2)
-    assert [row.r for row in rows] == [seed[0] for seed in SEED_TABLE[advantage]]
-    for row, (r, r_a, clip_r, clip_a, l_clip, status) in zip(rows, SEED_TABLE[advantage]):
+    assert [row.r for row in rows] == [ref[0] for ref in REFERENCE_TABLE[advantage]]
+    for row, (r, r_a, clip_r, clip_a, l_clip, status) in zip(rows, REFERENCE_TABLE[advantage]):
         assert (row.r_times_a, row.clipped_r, row.clip_times_a, row.l_clip) == \
             pytest.approx((r_a, clip_r, clip_a, l_clip), abs=1e-12), f"r={r}"
         assert row.clipped == (status == "yes"), f"r={r}"
         if status == "boundary":
             assert row.status == "boundary"
-        if status == "no":  # the seed's A=+1 table writes r on a bound as 'no'; the package says 'boundary'
+        if status == "no":  # the reference A=+1 table writes r on a bound as 'no'; the package says 'boundary'
             assert row.status == ("boundary" if r in (0.8, 1.2) else "no")
         if status == "yes":
             assert row.grad_logprob == 0.0
@@ -58,11 +59,11 @@ def test_exercise1_with_clip_ratio_0_1():
 def test_exercise2_target_and_caps():
     t = ce.exercise2_target(0.2)
     assert t.pi_old == pytest.approx((1 / 3,) * 3, abs=1e-12)
-    # seed: 2.718 / 4.086 ≈ 0.665, 1.000 / 4.086 ≈ 0.245, 0.368 / 4.086 ≈ 0.090
+    # by hand: 2.718 / 4.086 ≈ 0.665, 1.000 / 4.086 ≈ 0.245, 0.368 / 4.086 ≈ 0.090
     assert [round(p, 3) for p in t.pi_target] == [0.665, 0.245, 0.090]
     z = math.e + 1 + 1 / math.e
     assert t.pi_target == pytest.approx((math.e / z, 1 / z, 1 / math.e / z), abs=1e-12)
-    # seed's r = 1.995, 0.735, 0.270 (3 × its rounded π); exact values 1.9957…, 0.7342…, 0.2701…
+    # by hand r = 1.995, 0.735, 0.270 (3 × the rounded π); exact values 1.9957…, 0.7342…, 0.2701…
     assert t.ratios == pytest.approx((1.995, 0.735, 0.270), abs=1e-3)
     assert t.ratios == pytest.approx((3 * math.e / z, 3 / z, 3 / math.e / z), abs=1e-12)
     assert t.inside == (False, False, False)
@@ -125,7 +126,7 @@ def test_ppo_iterations_converge_to_the_best_arm():
     assert len(records) == 10
     first = records[0]
     assert first.rewards == (1.0, 0.0, -1.0)
-    assert first.advantages == pytest.approx((1.0, 0.0, -1.0))  # the seed's A under uniform π
+    assert first.advantages == pytest.approx((1.0, 0.0, -1.0))  # the exercise's A under uniform π
     assert first.pi == pytest.approx(ce.exercise2_epochs(0.2, 10, 0.2)[-1].pi)  # iteration 1 = exercise 2
     for rec in records:
         # A = reward − Σ π_old·reward
@@ -156,15 +157,15 @@ def test_main_prints_the_tables(tmp_path, capsys):
     assert ce.main(["--output-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
-    # exercise 1: each seed row as printed (r, r·A, clip(r), clip·A, L^CLIP)
+    # exercise 1: each reference row as printed (r, r·A, clip(r), clip·A, L^CLIP)
     start_pos = lines.index("A = +1")
     start_neg = lines.index("A = -1")
     for advantage, start in ((1.0, start_pos), (-1.0, start_neg)):
-        printed = lines[start + 2:start + 2 + len(SEED_TABLE[advantage])]
-        for line, seed in zip(printed, SEED_TABLE[advantage]):
-            assert _numbers(line)[:5] == pytest.approx(seed[:5]), line
+        printed = lines[start + 2:start + 2 + len(REFERENCE_TABLE[advantage])]
+        for line, ref in zip(printed, REFERENCE_TABLE[advantage]):
+            assert _numbers(line)[:5] == pytest.approx(ref[:5]), line
             status = line.split()[5]
-            assert status == ("boundary" if seed[0] in (0.8, 1.2) else seed[5]), line
+            assert status == ("boundary" if ref[0] in (0.8, 1.2) else ref[5]), line
     # exercise 2
     assert "π_new = [0.665, 0.245, 0.090]" in out
     assert re.search(r"a_1\s+0\.333\s+0\.665\s+1\.99[56]\s+NO \(above\)", out)

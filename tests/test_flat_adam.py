@@ -154,7 +154,7 @@ def test_ppo_update_matches_torch_adam_on_the_same_batch():
 
 
 def test_training_never_imports_torch_dynamo():
-    """torch.optim's first use imports torch._dynamo (~1.5–2 s of start-up here); a PPO update must not."""
+    """torch.optim's first use imports torch._dynamo (a noticeable share of start-up); a PPO update must not."""
     code = ("import sys, numpy as np, torch\n"
             "from agents.config import PPOConfig\n"
             "from agents.ppo import PPOAgent\n"

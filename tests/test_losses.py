@@ -1,4 +1,4 @@
-"""The seed loss functions (agents.losses) against hand tables and independent reference computations."""
+"""The PPO loss functions (agents.losses) against hand-worked tables and independent reference computations."""
 
 import inspect
 import math
@@ -22,9 +22,9 @@ from agents import (
 
 F64 = torch.float64
 
-# Seed 001, exercise 1, ε = 0.2: the solution tables verbatim.
+# Exercise 1 of experiments/clip_exercises.py, ε = 0.2: its hand-worked solution tables as literals.
 # Columns: r, r·A, clip(r, 0.8, 1.2), clip·A, L^CLIP = min(…), clipped?
-SEED_TABLE_A_POS = [
+CLIP_TABLE_A_POS = [
     (0.5, 0.5, 0.8, 0.8, 0.5, "no"),
     (0.8, 0.8, 0.8, 0.8, 0.8, "no"),
     (1.0, 1.0, 1.0, 1.0, 1.0, "no"),
@@ -34,7 +34,7 @@ SEED_TABLE_A_POS = [
     (1.5, 1.5, 1.2, 1.2, 1.2, "yes"),
     (2.0, 2.0, 1.2, 1.2, 1.2, "yes"),
 ]
-SEED_TABLE_A_NEG = [
+CLIP_TABLE_A_NEG = [
     (0.5, -0.5, 0.8, -0.8, -0.8, "yes"),
     (0.7, -0.7, 0.8, -0.8, -0.8, "yes"),
     (0.8, -0.8, 0.8, -0.8, -0.8, "boundary"),
@@ -43,7 +43,7 @@ SEED_TABLE_A_NEG = [
     (1.5, -1.5, 1.2, -1.2, -1.5, "no"),
     (2.0, -2.0, 1.2, -1.2, -2.0, "no"),
 ]
-SEED_TABLES = [(1.0, SEED_TABLE_A_POS), (-1.0, SEED_TABLE_A_NEG)]
+CLIP_TABLES = [(1.0, CLIP_TABLE_A_POS), (-1.0, CLIP_TABLE_A_NEG)]
 CLIP_RATIO = 0.2
 
 
@@ -57,8 +57,8 @@ def _one_sample(r: float, advantage: float, clip_ratio: float = CLIP_RATIO):
 
 # --- exercise 1 tables --------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("advantage,table", SEED_TABLES, ids=["A=+1", "A=-1"])
-def test_seed_table_is_consistent(advantage, table):
+@pytest.mark.parametrize("advantage,table", CLIP_TABLES, ids=["A=+1", "A=-1"])
+def test_clip_table_is_consistent(advantage, table):
     """Guard against transcription slips: each literal row obeys the definitions it claims."""
     for r, r_a, clip_r, clip_a, l_clip, _ in table:
         assert r_a == pytest.approx(r * advantage)
@@ -67,8 +67,8 @@ def test_seed_table_is_consistent(advantage, table):
         assert l_clip == pytest.approx(min(r_a, clip_a))
 
 
-@pytest.mark.parametrize("advantage,table", SEED_TABLES, ids=["A=+1", "A=-1"])
-def test_clipped_objective_matches_seed_table(advantage, table):
+@pytest.mark.parametrize("advantage,table", CLIP_TABLES, ids=["A=+1", "A=-1"])
+def test_clipped_objective_matches_the_clip_table(advantage, table):
     for r, r_a, _, clip_a, l_clip, status in table:
         value, grad = _one_sample(r, advantage)
         assert value == pytest.approx(l_clip, abs=1e-12), f"r={r}"
@@ -87,7 +87,7 @@ def test_clipped_objective_matches_seed_table(advantage, table):
             assert grad != 0.0
 
 
-@pytest.mark.parametrize("advantage,table", SEED_TABLES, ids=["A=+1", "A=-1"])
+@pytest.mark.parametrize("advantage,table", CLIP_TABLES, ids=["A=+1", "A=-1"])
 def test_ppo_loss_is_minus_mean_of_the_table(advantage, table):
     ratios = torch.tensor([row[0] for row in table], dtype=F64)
     logprobs = torch.log(ratios) - 1.3  # any common old log-prob: only the difference matters
@@ -96,7 +96,7 @@ def test_ppo_loss_is_minus_mean_of_the_table(advantage, table):
     expected = -sum(row[4] for row in table) / len(table)
     assert compute_ppo_loss(logprobs, old_logprobs, advantages, CLIP_RATIO).item() == pytest.approx(expected,
                                                                                                       abs=1e-12)
-    # the default clip_ratio is the seed's 0.2
+    # the default clip_ratio is 0.2, the PPO paper's ε (Schulman et al. 2017, §6.1)
     assert compute_ppo_loss(logprobs, old_logprobs, advantages).item() == pytest.approx(expected, abs=1e-12)
 
 
@@ -113,7 +113,8 @@ def test_ppo_loss_mixed_batch_by_hand():
 
 @pytest.mark.parametrize("advantage", [1.0, -1.0, 2.5, -0.3])
 def test_gradient_is_zero_exactly_where_the_objective_is_flat(advantage):
-    """Seed: A > 0 flat for r > 1+ε, A < 0 flat for r < 1−ε; everywhere else d loss/d log π = −r·A/n ≠ 0."""
+    """The PPO paper's Figure 1 (Schulman et al. 2017, §3): A > 0 flat for r > 1+ε, A < 0 flat for r < 1−ε;
+    everywhere else d loss/d log π = −r·A/n ≠ 0."""
     ratios = torch.cat([torch.linspace(0.05, 0.79, 40, dtype=F64), torch.linspace(0.81, 1.19, 20, dtype=F64),
                         torch.linspace(1.21, 3.0, 40, dtype=F64)])
     logprobs = torch.log(ratios).requires_grad_(True)
@@ -220,7 +221,7 @@ VALUE_BY_HAND = (1.0 + 0.0 + 4.0) / 3
 ENTROPY_BY_HAND = math.log(4)
 
 
-def test_total_loss_seed_defaults():
+def test_total_loss_defaults():
     defaults = inspect.signature(compute_ppo_total_loss).parameters
     assert (defaults["clip_ratio"].default, defaults["vf_coef"].default, defaults["entropy_coef"].default) == \
         (0.2, 0.5, 0.01)
@@ -256,10 +257,10 @@ def test_total_loss_diagnostics():
 
 
 def test_clip_fraction_counts_ratios_outside_the_band():
-    # Seed tables' ratios: strictly outside [0.8, 1.2] are 0.5, 1.3, 1.5, 2.0 (A=+1 rows), 0.5, 0.7, 1.5, 2.0
+    # The tables' ratios: strictly outside [0.8, 1.2] are 0.5, 1.3, 1.5, 2.0 (A=+1 rows), 0.5, 0.7, 1.5, 2.0
     # (A=−1 rows). For A=−1 the 1.5 and 2.0 rows count although L^CLIP keeps their unclipped term: clip_fraction
     # measures the ratio, not which term the min picks.
-    for (_, table), outside in zip(SEED_TABLES, (4, 4)):
+    for (_, table), outside in zip(CLIP_TABLES, (4, 4)):
         ratios = torch.tensor([row[0] for row in table], dtype=F64)
         assert clip_fraction(ratios, 0.2).item() == pytest.approx(outside / len(table))
     assert clip_fraction(torch.tensor([0.95, 1.05, 1.15]), 0.1).item() == pytest.approx(1 / 3)

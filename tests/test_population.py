@@ -131,7 +131,7 @@ def test_bandit_members_with_group_advantages_learn_their_own_best_arm():
     pop, recs = population(BANDIT, members, 8 * 4 * 30)
     for k, ((cfg, seed), rec) in enumerate(zip(members, recs)):
         probs = pop.agent.policy.member(k).logits.detach().softmax(-1)
-        assert probs.argmax().item() == 0 and probs[0] > 0.9  # arm 0 pays +1 (the exercise's bandit)
+        assert probs.argmax().item() == 0 and probs[0] > 0.9  # arm 0 pays +1 (the default bandit)
         _, alone = solo(BANDIT, cfg, seed, 8 * 4 * 30)
         assert_same_metrics(rec, alone)
 

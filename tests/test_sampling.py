@@ -1,4 +1,4 @@
-"""Action sampling of the rollout fast path (``agents.rollout.select_actions``) at the edges of its uniforms."""
+"""Action sampling of the NumPy acting path (``agents.inference.select_actions``) at the edges of its uniforms."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Training as a user runs it: every config composes the way Hydra composes it, and tiny real runs of
-``python -m experiments.train`` write the TensorBoard tags, config text, HParams and checkpoint the issue lists,
-read back with TensorBoard's own reader (``EventAccumulator``), not by trusting the writer."""
+``python -m experiments.train`` write the TensorBoard tags, config text, HParams and checkpoint that the README
+describes, read back with TensorBoard's own reader (``EventAccumulator``), not by trusting the writer."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """PPO for Gymnasium: the PPO loss functions, GAE, actor-critic policies and the training loop (solo or a
 population of members trained together).
 
-Nothing here knows about Hydra: ``experiments/`` builds these objects from configs.
+Nothing here knows about Hydra: ``experiments/`` builds these objects from composed configs, and ``PPO``
+(``agents/api.py``) is the Python front door on the same trainer, validation and checkpoint format.
 """
 
 from agents.config import ConfigError, PPOConfig
@@ -23,12 +24,14 @@ from agents.losses import (
 )
 from agents.networks import MLPActorCritic, PolicyPopulation, TabularActorCritic, build_policy, build_population
 from agents.ppo import PPOAgent, adapt_kl_coef, explained_variance
-from agents.train import Member, NumericalError, Trainer, TrainResult
+from agents.train import Callback, IterationInfo, Member, NumericalError, Trainer, TrainResult
+from agents.api import PPO
 
 __all__ = [
     "ConfigError", "PPOConfig", "compute_gae", "approx_kl", "categorical_entropy", "categorical_kl",
     "categorical_log_prob", "clip_fraction", "compute_entropy", "compute_ppo_loss", "compute_ppo_total_loss",
     "compute_value_loss", "gaussian_entropy", "gaussian_kl", "gaussian_log_prob", "probability_ratio",
     "MLPActorCritic", "PolicyPopulation", "TabularActorCritic", "build_policy", "build_population", "PPOAgent",
-    "adapt_kl_coef", "explained_variance", "Member", "NumericalError", "Trainer", "TrainResult",
+    "adapt_kl_coef", "explained_variance", "Member", "NumericalError", "Trainer", "TrainResult", "Callback",
+    "IterationInfo", "PPO",
 ]

@@ -17,6 +17,11 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def is_int(value) -> bool:
+    """An integer and not a bool (YAML's ``true`` passes ``isinstance(value, int)``)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 ACTIVATIONS = ("tanh", "relu", "elu", "gelu")
 POLICIES = ("mlp", "tabular")
 ROLLOUT_BACKENDS = ("numpy", "torch")
@@ -25,10 +30,13 @@ ADVANTAGES = ("gae", "group")
 
 @dataclass
 class PPOConfig:
-    """Hyperparameters of the actor-critic PPO agent (``conf/agent/ppo.yaml``; names as in the seeds)."""
+    """Hyperparameters of the actor-critic PPO agent (``conf/agent/ppo.yaml``): ``clip_ratio`` is ε,
+    ``vf_coef`` c₁ and ``entropy_coef`` c₂ of the PPO paper (Schulman et al. 2017, §5); the rest as in CleanRL's
+    ppo.py."""
 
     learning_rate: float = 2.5e-4
-    """Adam step size. (The seeds' 1e-5 is for fine-tuning language models; control tasks use ~1e-4–1e-3.)"""
+    """Adam step size. (1e-5, common when fine-tuning language models, is too small here: control tasks use
+    ~1e-4–1e-3.)"""
     anneal_lr: bool = True
     """Anneal the learning rate linearly: the full rate at the first iteration, learning_rate/N at the last of
     N iterations (see ``Trainer.learning_rate``)."""
@@ -37,7 +45,7 @@ class PPOConfig:
     num_minibatches: int = 4
     """Minibatches per epoch; must divide the batch (num_envs × num_steps)."""
     ppo_epochs: int = 4
-    """Passes over each batch (the seeds' ppo_epochs)."""
+    """Passes over each batch (K epochs in the PPO paper, §5)."""
     gamma: float = 0.99
     """Discount factor, in (0, 1]."""
     gae_lambda: float = 0.95
@@ -48,7 +56,7 @@ class PPOConfig:
     """Weight of the value loss in the total loss (c₁). The value loss is the plain MSE (no ½), so 0.25 here
     weighs the critic as CleanRL's 0.5 on ½·MSE does (SB3's value loss is plain MSE too: its 0.5 is 0.5 here)."""
     entropy_coef: float = 0.01
-    """Weight of the entropy bonus, subtracted from the loss (the seeds' c₂)."""
+    """Weight of the entropy bonus, subtracted from the loss (c₂ in the PPO paper, §5, Eq. 9)."""
     norm_adv: bool = True
     """Normalise GAE advantages to zero mean and unit std within each minibatch (group advantages are already
     normalised per group, so not again)."""
@@ -58,7 +66,7 @@ class PPOConfig:
     group_scale: bool = True
     """With advantage=group: divide by the group's std (GRPO); false only subtracts the mean (Dr. GRPO)."""
     clip_value_loss: bool = False
-    """Use the seeds' clipped value loss (V_old ± clip_ratio) instead of plain MSE."""
+    """Use the clipped value loss (V_old ± clip_ratio, as OpenAI Baselines' PPO2) instead of plain MSE."""
     max_grad_norm: float = 0.5
     """Clip the global gradient norm to this value; 0 disables clipping."""
     target_kl: Optional[float] = None
@@ -133,7 +141,7 @@ class PPOConfig:
             raise bad("learning_rate", "must be > 0")
         for key in ("num_steps", "num_minibatches", "ppo_epochs"):
             value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if not is_int(value) or value < 1:
                 raise bad(key, "must be an integer ≥ 1")
         if not 0 < finite("gamma") <= 1:
             raise bad("gamma", "must be in (0, 1]")
@@ -166,7 +174,7 @@ class PPOConfig:
             sizes = getattr(self, key)
             if key != "hidden_sizes" and sizes is None:
                 continue
-            if not sizes or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in sizes):
+            if not sizes or any(not is_int(h) or h < 1 for h in sizes):
                 raise bad(key, "must be a non-empty list of integers ≥ 1, e.g. [64, 64]"
                           + ("" if key == "hidden_sizes" else ", or null for agent.hidden_sizes"))
         if not isinstance(self.ortho_init, bool):

@@ -52,6 +52,32 @@ class TrainResult:
     final one)."""
     wall_seconds: float = 0.0
     checkpoint: Optional[Path] = None
+    stopped_by_callback: bool = False
+    """A callback returned False: the run stopped early (its checkpoint and final evaluation are written; training
+    it further, e.g. another ``learn``, continues from there)."""
+
+
+@dataclass
+class IterationInfo:
+    """What a callback is given after each iteration of each member."""
+
+    trainer: "Trainer"
+    member: int
+    """The member (0 in a solo run)."""
+    iteration: int
+    global_step: int
+    """Env steps the member has trained on."""
+    metrics: dict
+    """This iteration's scalars, named as the TensorBoard tags: ``losses/policy_loss``, ``losses/value_loss``,
+    ``losses/entropy``, ``losses/clip_fraction``, ``losses/approx_kl``, ``losses/explained_variance``,
+    ``charts/episodic_return`` (when an episode ended), ``charts/learning_rate``, ``charts/SPS``, …, and
+    ``eval/mean_return`` / ``eval/std_return`` on periodic-evaluation iterations."""
+
+
+Callback = Callable[[IterationInfo], Optional[bool]]
+"""Called once per iteration (per member) with an ``IterationInfo``, after the iteration's scalars are logged and
+before its checkpoint: return False to stop training that member (like Stable-Baselines3's ``_on_step``); None or
+True go on. Early stopping, custom logging, saving the best model (``info.trainer.save(info.member)``)."""
 
 
 def nonfinite_members(values: dict[str, Any], members: int) -> dict[int, str]:
@@ -136,9 +162,8 @@ class Trainer:
             c.validate(num_envs)
         self.spec = vector_space_spec(envs)
         self.envs = envs
-        self.total_timesteps = total_timesteps
         self.batch_size = cfg.batch_size(num_envs)
-        self.num_iterations = total_timesteps // self.batch_size
+        self.set_budget(total_timesteps)
         self.make_eval_envs = make_eval_envs
         self.eval_every, self.eval_episodes = eval_every, eval_episodes
         self.progress = progress
@@ -171,6 +196,12 @@ class Trainer:
     def population(cls, members: Sequence[Member], envs, total_timesteps: int, **kwargs) -> "Trainer":
         """P members trained together (``kwargs``: the shared keywords of ``Trainer``)."""
         return cls(members[0].cfg, envs, total_timesteps, members[0].seed, members=members, **kwargs)
+
+    def set_budget(self, total_timesteps: int) -> None:
+        """Train to ``total_timesteps`` env steps in all (whole iterations; the Python API's ``learn`` grows it):
+        learning-rate annealing follows the new line from where the run is, as on a resume with a new budget."""
+        self.total_timesteps = total_timesteps
+        self.num_iterations = total_timesteps // self.batch_size
 
     # --- a solo run's view ---------------------------------------------------------------------------------------
     @property
@@ -288,17 +319,20 @@ class Trainer:
         return st.stopped_under is not None and self.members[k].stop_return == st.stopped_under[1] \
             and self.total_timesteps <= st.stopped_under[0]
 
-    def run(self, should_stop: Callable[[], bool] = lambda: False) -> TrainResult:
+    def run(self, should_stop: Callable[[], bool] = lambda: False,
+            callbacks: Sequence[Callback] = ()) -> TrainResult:
         """Train; a solo run's result (a population's: ``run_population``). A member's numerical failure is raised
         for a solo run, as ``NumericalError``."""
-        results = self.run_population(should_stop)
+        results = self.run_population(should_stop, callbacks)
         if self.state[0].error is not None:
             raise self.state[0].error
         return results[0]
 
-    def run_population(self, should_stop: Callable[[], bool] = lambda: False) -> list[TrainResult]:
-        """Train every member; one result per member. A member stopped by ``stop_return`` or by a NaN stops alone
-        (its checkpoint and final evaluation are written then); the others go on."""
+    def run_population(self, should_stop: Callable[[], bool] = lambda: False,
+                       callbacks: Sequence[Callback] = ()) -> list[TrainResult]:
+        """Train every member; one result per member. A member stopped by ``stop_return``, by a callback or by a NaN
+        stops alone (its checkpoint and, except after a NaN, its final evaluation are written then); the others go
+        on. ``callbacks`` are called after every iteration of every member (``Callback``)."""
         cfg, agent = self.cfg, self.agent
         start = time.perf_counter()
         steps_at_start = self.global_step
@@ -307,6 +341,7 @@ class Trainer:
                    disable=None if self.progress is None else not self.progress, dynamic_ncols=True,
                    leave=False)
         results = [TrainResult(st.global_step, st.iteration) for st in self.state]
+        callbacks = list(callbacks)
         for k, st in enumerate(self.state):
             st.active, st.finished = not self._already_stopped(k), False
         interrupted = False
@@ -335,23 +370,35 @@ class Trainer:
                 self.iteration = iteration
                 self.global_step += self.batch_size
                 logged = [k for k in np.flatnonzero(active) if self.state[k].active]  # not failed just now
+                watched = callbacks or any(self.members[k].logger is not None for k in logged)
+                scalars: dict[int, dict[str, float]] = {}
                 for k in logged:
                     st = self.state[k]
                     st.iteration, st.global_step = self.iteration, self.global_step
                     st.recent_returns.extend(stats.returns[k])
-                    self._log(k, metrics, stats, lrs[k], t1 - t0, t2 - t1, start, steps_at_start)
+                    if watched:
+                        scalars[k] = self._iteration_scalars(k, metrics, stats, lrs[k], t1 - t0, t2 - t1, start,
+                                                             steps_at_start)
+                ending = []  # members that stop at this iteration: by stop_return, or by a callback
                 if logged and self.eval_every and iteration % self.eval_every == 0 and iteration < self.num_iterations:
-                    solved = []
                     for k, ev in zip(logged, self.evaluate_members(logged, self.eval_episodes)):
-                        self._scalars(k, {"eval/mean_return": ev.mean, "eval/std_return": ev.std})
+                        if watched:
+                            scalars[k].update({"eval/mean_return": ev.mean, "eval/std_return": ev.std})
                         stop_return = self.members[k].stop_return
                         if stop_return is not None and ev.mean >= stop_return:
                             st = self.state[k]
                             st.solved_step = st.global_step
                             st.stopped_under = (self.total_timesteps, float(stop_return))
                             st.active = False
-                            solved.append(k)
-                    self._finish(solved, results, stopped=True)
+                            ending.append(k)
+                for k, values in scalars.items():
+                    self._scalars(k, values)
+                    info = IterationInfo(self, k, self.iteration, self.global_step, values)
+                    if [cb(info) for cb in callbacks].count(False) and self.state[k].active:
+                        self.state[k].active = False
+                        results[k].stopped_by_callback = True
+                        ending.append(k)
+                self._finish(ending, results, stopped=True)
                 for k in logged:
                     every = self.members[k].checkpoint_every
                     if self.state[k].active and every and iteration % every == 0:
@@ -422,10 +469,9 @@ class Trainer:
         if logger is not None:
             logger.scalars(values, self.state[k].global_step)
 
-    def _log(self, k: int, metrics: dict, stats: EpisodeStats, lr: float, rollout_s: float, update_s: float,
-             start: float, steps_at_start: int) -> None:
-        if self.members[k].logger is None:
-            return
+    def _iteration_scalars(self, k: int, metrics: dict, stats: EpisodeStats, lr: float, rollout_s: float,
+                           update_s: float, start: float, steps_at_start: int) -> dict[str, float]:
+        """Member k's scalars of this iteration, named as its TensorBoard tags (NaNs left out)."""
         values = {f"losses/{key}": float(metrics[key][k]) for key in UPDATE_METRICS}
         values["losses/explained_variance"] = float(metrics["explained_variance"][k])
         values["charts/learning_rate"] = lr
@@ -441,5 +487,4 @@ class Trainer:
             values["charts/kl_coef"] = float(metrics["kl_coef"][k])
         if self.agent.policy.log_std is not None:
             values["charts/action_std"] = float(self.agent.policy.log_std[k].detach().exp().mean())
-        values = {key: v for key, v in values.items() if not (isinstance(v, float) and math.isnan(v))}
-        self._scalars(k, values)
+        return {key: v for key, v in values.items() if not (isinstance(v, float) and math.isnan(v))}

@@ -23,17 +23,17 @@ import torch
 from gymnasium import spaces
 from omegaconf import DictConfig, MissingMandatoryValue, OmegaConf
 
+from agents.api import load_policy, policy_dims
 from agents.checkpoint import load_checkpoint, resolve_checkpoint
 from agents.config import ConfigError, first_line
 from agents.evaluation import EvalResult, evaluate_policy
-from agents.networks import ActorCritic, build_policy
 from agents.normalization import ObsNormalizer
 from agents.inference import Inference, make_inference, select_actions
 from agents.spaces import space_spec
 from conf import CONF_DIR
 from envs.vector import env_spec, make_vec_env, space_dims
 from experiments.config import EvaluateConfig, TrainConfig
-from experiments.run import hydra_one_line_errors, to_train_config, user_errors
+from experiments.run import hydra_one_line_errors, user_errors
 
 
 def to_evaluate_config(cfg: DictConfig | dict) -> EvaluateConfig:
@@ -48,34 +48,6 @@ def to_evaluate_config(cfg: DictConfig | dict) -> EvaluateConfig:
         raise ConfigError(first_line(exc)) from None
     eval_cfg.validate()
     return eval_cfg
-
-
-def _dims(state: dict[str, Any]) -> tuple[int, int, bool]:
-    """(obs_dim, action_dim, discrete) the checkpoint's policy was built for."""
-    space = state["space"]
-    return int(space["obs_dim"]), int(space["action_dim"]), bool(space["discrete"])
-
-
-def load_policy(state: dict[str, Any], key: str = "checkpoint") -> tuple[TrainConfig, ActorCritic]:
-    """The run's config and its policy with the saved weights, from a loaded checkpoint."""
-    try:
-        saved, weights = state["run"]["config"], state["agent"]["policy"]
-        dims = _dims(state)
-    except (KeyError, TypeError, ValueError):
-        raise ConfigError(f"{key} is invalid: the checkpoint lacks its run config, policy weights or spaces "
-                          "(state['run']['config'], state['agent']['policy'], state['space'])") from None
-    try:
-        train_cfg = to_train_config(saved)
-    except ConfigError as exc:
-        raise ConfigError(f"{key}: the config saved in the checkpoint does not fit this version ({exc})") from None
-    agent = train_cfg.agent
-    try:
-        policy = build_policy(*dims, **agent.network())
-        policy.load_state_dict(weights)
-    except (RuntimeError, ValueError, KeyError) as exc:
-        raise ConfigError(f"{key}: the saved weights do not fit the saved network config "
-                          f"({first_line(exc)[:160]})") from None
-    return train_cfg, policy.eval()
 
 
 def _make_render_env(train_cfg: TrainConfig) -> gym.Env:
@@ -159,7 +131,7 @@ def run_evaluation(cfg: DictConfig | dict) -> dict[str, Any]:
     train_cfg, policy = load_policy(state)
     torch.set_num_threads(train_cfg.torch_threads)
     env_cfg = train_cfg.env
-    trained_dims = _dims(state)
+    trained_dims = policy_dims(state)
 
     def make_envs(n: int):
         envs = make_vec_env(env_cfg, n)

@@ -28,7 +28,7 @@ from typing import Any, Iterator, Optional, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
-from agents.config import PER_MEMBER_KEYS
+from agents.config import PER_MEMBER_KEYS, is_int
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ def group_jobs(jobs: Sequence[PopulationJob], max_members: int = DEFAULT_MAX_MEM
     Jobs share a population when their configs are equal outside ``MEMBER_KEYS``; a group larger than
     ``max_members`` is split into near-equal parts; a job with ``resume`` set is alone.
     """
-    if isinstance(max_members, bool) or not isinstance(max_members, int) or max_members < 1:
+    if not is_int(max_members) or max_members < 1:
         raise ValueError(f"max_members={max_members!r} is invalid: must be an integer ≥ 1")
     groups: dict[str, list[int]] = {}
     for index, job in enumerate(jobs):

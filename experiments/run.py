@@ -15,13 +15,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from agents import NumericalError, Trainer
+from agents.api import make_trainer
 from agents.checkpoint import CHECKPOINT_NAME, FORMAT_VERSION, load_checkpoint, resolve_checkpoint
 from agents.config import ConfigError, first_line
 from agents.envstate import IncompleteEnvState
 from agents.logger import TensorBoardLogger
 from agents.train import Member, TrainResult
 from envs.vector import make_vec_env
-from experiments.config import TrainConfig
+from agents.run_config import TrainConfig, final_metrics, hparams_of, to_train_config  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -109,32 +110,6 @@ def hydra_one_line_errors(hydra_main) -> None:
         sys.exit(_exit_code(exc))
     finally:
         os.environ.pop("HYDRA_FULL_ERROR", None)
-
-
-def to_train_config(cfg: DictConfig | dict) -> TrainConfig:
-    """The typed, validated config of a run (raises ``ConfigError``)."""
-    schema = OmegaConf.structured(TrainConfig)
-    if OmegaConf.is_config(cfg) and OmegaConf.is_missing(cfg.env, "id"):
-        raise ConfigError("env.id is missing: give a registered Gymnasium id, e.g. env=gym env.id=Acrobot-v1")
-    try:
-        # Plain values: a composed config's '+new.key' is open for adding and would slip through the schema.
-        merged = OmegaConf.merge(schema, OmegaConf.to_container(cfg) if OmegaConf.is_config(cfg) else cfg)
-        train_cfg: TrainConfig = OmegaConf.to_object(merged)
-    except Exception as exc:  # noqa: BLE001 - OmegaConf's validation errors: wrong type, missing value
-        raise ConfigError(first_line(exc)) from None
-    train_cfg.validate()
-    return train_cfg
-
-
-def hparams_of(cfg: TrainConfig) -> dict:
-    """Flat scalar hyperparameters for TensorBoard's HParams dashboard."""
-    out: dict = {"env.id": cfg.env.id, "env.num_envs": cfg.env.num_envs, "seed": cfg.seed,
-                 "total_timesteps": cfg.total_timesteps}
-    for key, value in vars(cfg.agent).items():
-        if value is None:
-            value = "none"
-        out[f"agent.{key}"] = value if isinstance(value, (int, float, str, bool)) else str(value)
-    return out
 
 
 class StopFlag:
@@ -333,12 +308,8 @@ def checkpoint_errors(key: str) -> Iterator[None]:
 def build_trainer(plans: Sequence[RunPlan], envs) -> Trainer:
     """The trainer of one run, or of a population of runs (their configs equal outside the per-member keys)."""
     tc, key = plans[0].train_cfg, plans[0].checkpoint_key
-    env_cfg = tc.env
     with checkpoint_errors(key):
-        trainer = Trainer.population(
-            [plan.member() for plan in plans], envs, tc.total_timesteps,
-            make_eval_envs=lambda n: make_vec_env(env_cfg, n), eval_every=tc.eval.every,
-            eval_episodes=tc.eval.episodes, progress=tc.progress)
+        trainer = make_trainer([plan.train_cfg for plan in plans], envs, [plan.member() for plan in plans])
         resumed = plans[0].state  # a resumed run is a population of one
         if resumed is not None and not trainer.load_state_dict(resumed, tc.allow_inexact_resume):
             log.warning("resume: the checkpoint could not capture the env state; continuing from freshly reset "
@@ -368,9 +339,8 @@ def report(plan: RunPlan, result: TrainResult, logger: TensorBoardLogger) -> flo
     if state is not None and result.iterations == int(state["iteration"]):
         log.info("nothing left to train: the checkpoint is at step %d of %d", result.global_step,
                  train_cfg.total_timesteps)
-    final = result.eval.mean if result.eval is not None else float("nan")
-    recent = sum(result.episodic_returns) / len(result.episodic_returns) if result.episodic_returns else float("nan")
-    finals = {"hparams/final_eval_return": final, "hparams/final_train_return": recent}
+    finals = final_metrics(result)
+    final = finals["hparams/final_eval_return"]
     if state is None or result.iterations > int(state["iteration"]):  # once per finished run
         logger.hparams(hparams_of(train_cfg), {k: v for k, v in finals.items() if v == v})  # NaN: not measured
     logger.close()

@@ -17,8 +17,13 @@ import torch
 from agents.config import PPOConfig
 from agents.losses import compute_value_loss
 from experiments import benchmark
-from experiments.benchmark import (CLEANRL_DOCUMENTED, compose_train_config, permutation_test, run_benchmark,
-                                   welch_t)
+from experiments.benchmark import run_benchmark
+from experiments.benchmark.cleanrl import CLEANRL_DOCUMENTED, CLEANRL_DOCUMENTED_LABEL, CLEANRL_OVERRIDES
+from experiments.benchmark.common import (TUNED_SEEDS, _freshness, compose_train_config, describe, permutation_test,
+                                          run_walls, solve_seeds, welch_t)
+from experiments.benchmark.parity import PARITY_LOSS_TOL
+from experiments.benchmark.sb3 import SB3_CLEANRL
+from experiments.benchmark.throughput import TARGET_SPEEDUP, TIMES
 
 TINY = ["--steps", "1024", "--seeds", "2", "--eval-episodes", "5", "--eval-every-steps", "512", "--wall-runs", "0",
         "--repeats", "2"]
@@ -49,7 +54,7 @@ def check_row(row: dict, requested: int, repeats: int) -> None:
         assert run["rollout_seconds"] + run["update_seconds"] <= run["seconds"]
         assert run["other_seconds"] == pytest.approx(run["seconds"] - run["rollout_seconds"] - run["update_seconds"])
         assert run["steps_per_second"] == pytest.approx(run["steps"] / run["seconds"], rel=1e-12)
-    for key in benchmark.TIMES:
+    for key in TIMES:
         check_spread(row[key], [run[key] for run in row["runs"]])
 
 
@@ -85,11 +90,11 @@ def test_throughput_entry_point_writes_consistent_json(tmp_path, capsys):
         (4, 128, 4, 4)
     assert cleanrl["learning_rate"] == pytest.approx(2.5e-4) and cleanrl["anneal_lr"] is True
     default = compose_train_config([])
-    assert tp["ours_tuned"]["config"] == benchmark.describe(default)
+    assert tp["ours_tuned"]["config"] == describe(default)
 
     # no --cleanrl-script: CleanRL's column is the documented figure, and says so wherever it appears
     ref = tp["cleanrl"]
-    assert ref["live"] is False and ref["label"] == benchmark.CLEANRL_DOCUMENTED_LABEL
+    assert ref["live"] is False and ref["label"] == CLEANRL_DOCUMENTED_LABEL
     assert ref["wall_seconds"]["median"] == CLEANRL_DOCUMENTED["wall_seconds"] == 17.0
     assert ref["wall_seconds"]["min"] is None and ref["wall_seconds"]["max"] is None  # one figure: no spread
     assert "DOCUMENTED" in printed and "not a live run" in printed and "spread unknown" in printed
@@ -113,15 +118,15 @@ def test_throughput_entry_point_writes_consistent_json(tmp_path, capsys):
 
 
 def test_cleanrl_settings_weigh_the_value_loss_as_cleanrl_does():
-    cfg = compose_train_config(list(benchmark.CLEANRL_OVERRIDES))
+    cfg = compose_train_config(list(CLEANRL_OVERRIDES))
     a = cfg.agent
     assert (cfg.env.num_envs, a.num_steps, a.num_minibatches, a.ppo_epochs) == (4, 128, 4, 4)
     assert (a.learning_rate, a.anneal_lr, a.clip_ratio, a.entropy_coef, a.max_grad_norm) == \
         (2.5e-4, True, 0.2, 0.01, 0.5)
     assert (a.gamma, a.gae_lambda) == (0.99, 0.95)
     # CleanRL: vf_coef 0.5 on ½·MSE; ours (and SB3's) value loss is the plain MSE, so 0.25 is the same weight
-    assert a.vf_coef == 0.25 and benchmark.SB3_CLEANRL["vf_coef"] == 0.25
-    assert "agent.vf_coef=0.25" in benchmark.CLEANRL_OVERRIDES
+    assert a.vf_coef == 0.25 and SB3_CLEANRL["vf_coef"] == 0.25
+    assert "agent.vf_coef=0.25" in CLEANRL_OVERRIDES
     gen = torch.Generator().manual_seed(0)
     values, returns, old = (torch.randn(64, generator=gen) for _ in range(3))
     for clip in (False, True):
@@ -137,13 +142,13 @@ def test_cleanrl_settings_weigh_the_value_loss_as_cleanrl_does():
 
 def test_default_seeds_are_fresh_ones():
     args = benchmark.parse_args([])
-    seeds = benchmark.solve_seeds(args)
+    seeds = solve_seeds(args)
     assert seeds == list(range(1000, 1010))
-    assert list(benchmark.TUNED_SEEDS) == list(range(40))  # what conf/tuned/cartpole.yaml was tuned on
-    assert not set(seeds) & set(benchmark.TUNED_SEEDS)
-    assert benchmark.solve_seeds(benchmark.parse_args(["--seeds", "3", "--first-seed", "7"])) == [7, 8, 9]
-    assert benchmark._freshness(seeds).startswith("fresh")
-    assert benchmark._freshness([38, 39, 40]).startswith("NOT fresh: 38..39")
+    assert list(TUNED_SEEDS) == list(range(40))  # what conf/tuned/cartpole.yaml was tuned on
+    assert not set(seeds) & set(TUNED_SEEDS)
+    assert solve_seeds(benchmark.parse_args(["--seeds", "3", "--first-seed", "7"])) == [7, 8, 9]
+    assert _freshness(seeds).startswith("fresh")
+    assert _freshness([38, 39, 40]).startswith("NOT fresh: 38..39")
 
 
 def test_solve_report_counts_and_medians_add_up(tmp_path, capsys):
@@ -208,7 +213,7 @@ def test_parity_report_compares_both_backends_at_fixed_steps(tmp_path):
         assert 0 < c["p_value"] <= 1
         assert c["numpy_mean"] == pytest.approx(np.mean(c["numpy"]))
     # the first iteration trains both backends on the same data: their logged losses agree to float rounding
-    assert par["first_iteration_loss_max_abs_diff"] <= benchmark.PARITY_LOSS_TOL
+    assert par["first_iteration_loss_max_abs_diff"] <= PARITY_LOSS_TOL
     check_targets(results)
 
 
@@ -299,7 +304,7 @@ def test_cleanrl_script_runs_live_beside_ours(tmp_path, capsys):
     assert all(r["reference"] == "CleanRL live" for k, r in ratios.items() if k.endswith("cleanrl"))
     names = {t["target"]: t for t in results["targets"]}
     wall_target = names["512 steps @ CleanRL settings, wall incl. start-up (s)"]
-    assert wall_target["threshold"] == pytest.approx(ref["wall_seconds"]["median"] / benchmark.TARGET_SPEEDUP)
+    assert wall_target["threshold"] == pytest.approx(ref["wall_seconds"]["median"] / TARGET_SPEEDUP)
     assert "CleanRL run live" in wall_target["note"]
     check_targets(results)
     assert "run live" in printed and "DOCUMENTED" not in printed and str(script.resolve()) in printed
@@ -308,9 +313,9 @@ def test_cleanrl_script_runs_live_beside_ours(tmp_path, capsys):
 def test_wall_runs_are_interleaved_and_summarized(tmp_path):
     a, log = fake_cleanrl(tmp_path, "a.py", sleep=0)
     b, _ = fake_cleanrl(tmp_path, "b.py", sleep=0.05)
-    out = benchmark.run_walls({"a": {"cmd": [sys.executable, str(a), "--total-timesteps", "1"], "cwd": str(tmp_path)},
-                               "b": {"cmd": [sys.executable, str(b), "--total-timesteps", "1"], "cwd": str(tmp_path)}},
-                              3, 1)
+    out = run_walls({"a": {"cmd": [sys.executable, str(a), "--total-timesteps", "1"], "cwd": str(tmp_path)},
+                     "b": {"cmd": [sys.executable, str(b), "--total-timesteps", "1"], "cwd": str(tmp_path)}},
+                    3, 1)
     assert [c["name"] for c in calls(log)] == ["a.py", "b.py"] * 3  # round by round, not a a a b b b
     for name in ("a", "b"):
         assert out[name]["runs"] == 3 and len(out[name]["stdout"]) == 3 and "SPS: 1234" in out[name]["stdout"][0]
@@ -371,7 +376,7 @@ def test_memory_and_start_up_wall_run_real_subprocesses(tmp_path):
     assert ratio["median"] == pytest.approx(CLEANRL_DOCUMENTED["wall_seconds"] / wall["wall_seconds"]["median"])
     assert ratio["min"] == pytest.approx(CLEANRL_DOCUMENTED["wall_seconds"] / wall["wall_seconds"]["max"])
     target = {t["target"]: t for t in results["targets"]}["50,000 steps @ CleanRL settings, wall incl. start-up (s)"]
-    assert target["threshold"] == pytest.approx(17.0 / benchmark.TARGET_SPEEDUP) and "DOCUMENTED" in target["note"]
+    assert target["threshold"] == pytest.approx(17.0 / TARGET_SPEEDUP) and "DOCUMENTED" in target["note"]
     check_targets(results)
 
 
@@ -389,7 +394,7 @@ def test_sb3_runs_side_by_side_when_installed(tmp_path):
     assert sb3["repeats"] == len(sb3["runs"]) == 2
     for run in sb3["runs"]:
         assert run["rollout_seconds"] + run["update_seconds"] == pytest.approx(run["seconds"])
-    for key in benchmark.TIMES:
+    for key in TIMES:
         check_spread(sb3[key], [run[key] for run in sb3["runs"]])
     assert tp["ratios"]["steps_per_second_vs_sb3"]["median"] == pytest.approx(
         tp["ours_cleanrl"]["steps_per_second"]["median"] / sb3["steps_per_second"]["median"])
@@ -411,8 +416,8 @@ def test_sb3_runs_side_by_side_when_installed(tmp_path):
 def test_sweep_benchmark_reads_the_population_timing_line_and_judges_its_targets(tmp_path):
     """``--mode sweep``: the population's own timing line is what the phase split reads; the targets compare the
     measured figures with the issue's thresholds."""
+    from experiments.benchmark.sweep import phases, sweep_targets
     from experiments.population import timing_line
-    from experiments.sweep_bench import phases, sweep_targets
 
     output = "\n".join(["[x][experiments.population][INFO] - " + timing_line(24, wall, s)
                         for wall, s in ((30.0, {"rollout": 4.0, "update": 20.0, "evaluation": 2.0}),

@@ -20,7 +20,8 @@ import torch
 from helpers import read_scalars
 
 from experiments import benchmark
-from experiments.scores import ANCHORS, Anchor, compose_task, env_family, judge, task_key
+from experiments.benchmark.scores_anchors import ANCHORS, Anchor, judge, task_key
+from experiments.benchmark.scores_tasks import compose_task, env_family
 
 BENCH = [sys.executable, "-m", "experiments.benchmark", "--mode", "scores"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -30,6 +30,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from experiments.benchmark.common import _run_once, permutation_test, ratio_spread, run_peak_rss, spread
+from experiments.benchmark.sb3 import SB3_WALL_SCRIPT, SB3_ZOO_CARTPOLE, sb3_available
+
 CLIPS = "0.1,0.2,0.3,0.4"
 ENTROPIES = "0,0.001,0.01,0.1"
 SEEDS_PER_POINT = 3
@@ -39,6 +42,7 @@ TARGET_SWEEP_SPEEDUP = 5.0      # the population sweep ≥ 5× faster in wall ti
 TARGET_SWEEP_RSS_MB = 1500.0     # peak RSS of the population sweep
 JOBLIB_WORKERS = 2
 
+
 def launcher_overrides(method: str) -> list[str]:
     if method == "population":
         return ["hydra/launcher=population", "torch_threads=2"]
@@ -47,13 +51,10 @@ def launcher_overrides(method: str) -> list[str]:
 
 def multirun(method: str, overrides: Sequence[str], sweep_dir: Path, timeout: float = 3600.0) -> dict:
     """One multirun in a fresh process: wall and CPU seconds, peak RSS (MB) and its output."""
-    from experiments.benchmark import RSS_WRAPPER, _run_once, peak_rss_mb
-
     cmd = [sys.executable, "-m", "experiments.train", "-m", *overrides, *launcher_overrides(method),
            "progress=false", f"hydra.sweep.dir={sweep_dir}"]
-    wall, cpu, out = _run_once([sys.executable, "-c", RSS_WRAPPER, *cmd], None, timeout, label=" ".join(cmd))
-    return {"command": " ".join(cmd), "wall_seconds": wall, "cpu_seconds": cpu, "peak_rss_mb": peak_rss_mb(out),
-            "output": out}
+    wall, cpu, out, peak = run_peak_rss(cmd, timeout)
+    return {"command": " ".join(cmd), "wall_seconds": wall, "cpu_seconds": cpu, "peak_rss_mb": peak, "output": out}
 
 
 def job_dirs(sweep_dir: Path) -> list[Path]:
@@ -94,8 +95,6 @@ def phases(method: str, run: dict, sweep_dir: Path) -> dict:
 
 def sb3_zoo_run(steps: int) -> Optional[dict]:
     """One rl-baselines3-zoo CartPole run (its tuned settings) in a fresh process, if SB3 is installed."""
-    from experiments.benchmark import SB3_WALL_SCRIPT, SB3_ZOO_CARTPOLE, _run_once, sb3_available
-
     if not sb3_available():
         return None
     cmd = [sys.executable, "-c", SB3_WALL_SCRIPT, "CartPole-v1", str(steps), "1", json.dumps(SB3_ZOO_CARTPOLE)]
@@ -105,8 +104,6 @@ def sb3_zoo_run(steps: int) -> Optional[dict]:
 
 
 def compare(a: Sequence[float], b: Sequence[float]) -> dict:
-    from experiments.benchmark import permutation_test
-
     return {"population_mean": float(np.mean(a)), "solo_mean": float(np.mean(b)), "n": [len(a), len(b)],
             "p": permutation_test(a, b)}
 
@@ -125,8 +122,6 @@ def equivalence(tmp: Path, env: str, steps: Optional[int], seeds: Sequence[int])
 
 def run_sweep(args) -> dict:
     """Run the sweep benchmark (``args`` from ``experiments.benchmark.parse_args``); print and return the results."""
-    from experiments.benchmark import ratio_spread, spread
-
     steps = args.steps or SWEEP_STEPS
     seeds = list(range(args.first_seed, args.first_seed + SEEDS_PER_POINT))
     overrides = [f"agent.clip_ratio={CLIPS}", f"agent.entropy_coef={ENTROPIES}", f"seed={','.join(map(str, seeds))}",

@@ -1,0 +1,353 @@
+"""The score benchmark's runs: one folder per task and seed (its record of attempts, its TensorBoard events, its
+checkpoint), read to know whether it is done, interrupted or new; the commands that start or resume it; and the
+scheduler that runs ``--jobs`` of them at a time and passes SIGINT/SIGTERM on to them."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from agents.config import ConfigError, first_line
+from experiments.benchmark.common import machine
+from experiments.benchmark.scores_tasks import Task
+from experiments.sweep_report import read_scalars
+
+RECORD = "scores_run.json"
+CONSOLE = "console.log"
+LOCK = ".scores.lock"
+SCORE_TAGS = ("hparams/final_eval_return", "hparams/final_train_return", "eval/mean_return",
+              "charts/episodic_return", "charts/learning_rate")
+
+
+@dataclass
+class RunState:
+    """What a run folder holds: done (final evaluation logged), interrupted (a checkpoint to resume), new."""
+
+    task: Task
+    seed: int
+    path: Path
+    record: dict
+    state: str = "new"
+    final: Optional[float] = None
+    final_from: Optional[str] = None
+    last_eval: Optional[float] = None
+    train_return: Optional[float] = None
+    steps: int = 0
+    curve: tuple[np.ndarray, np.ndarray] = field(default_factory=lambda: (np.zeros(0), np.zeros(0)))
+    last_event_time: Optional[float] = None
+    failed: Optional[str] = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.task.word} seed={self.seed}"
+
+
+def run_dir(out: Path, word: str, seed: int) -> Path:
+    return out / word / f"seed={seed}"
+
+
+def _settings(task: Task, seed: int, overrides: Sequence[str]) -> dict:
+    """What makes a run folder this benchmark's run: another budget, evaluation or override is another run."""
+    return {"word": task.word, "env_id": task.env_id, "seed": seed, "budget": task.budget,
+            "eval_episodes": task.eval_episodes, "overrides": list(overrides)}
+
+
+def read_record(path: Path) -> Optional[dict]:
+    try:
+        return json.loads((path / RECORD).read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path / RECORD}: unreadable ({first_line(exc)}): remove that run folder") from None
+
+
+def write_record(run: RunState) -> None:
+    tmp = run.path / f".{RECORD}.tmp"
+    tmp.write_text(json.dumps(run.record, indent=2))
+    os.replace(tmp, run.path / RECORD)
+
+
+def inspect_run(task: Task, seed: int, out: Path, overrides: Sequence[str]) -> RunState:
+    """Read a run folder: its record (refusing one made with other settings) and its TensorBoard events."""
+    path = run_dir(out, task.word, seed)
+    wanted = _settings(task, seed, overrides)
+    record = read_record(path) if path.is_dir() else None
+    if record is None:
+        if path.is_dir() and ((path / "tb").exists() or (path / "checkpoint.pt").exists()):
+            raise ConfigError(f"{path} holds a run this benchmark did not start (no {RECORD}): give another --out "
+                              "or remove that folder")
+        record = {**wanted, "attempts": []}
+    else:
+        differ = [f"{k}={record.get(k)!r} (asked: {v!r})" for k, v in wanted.items() if record.get(k) != v]
+        if differ:
+            raise ConfigError(f"{path} holds a run with {', '.join(differ)}: that is another run; give another "
+                              "--out, or remove that folder to start it again")
+    run = RunState(task, seed, path, record)
+    refresh(run)
+    return run
+
+
+def refresh(run: RunState) -> None:
+    """Update a run's state and figures from its folder (the record and the TensorBoard events)."""
+    tb = run.path / "tb"
+    scalars = read_scalars(tb, SCORE_TAGS) if tb.is_dir() else {tag: [] for tag in SCORE_TAGS}
+    value = {tag: (events[-1][2] if events else None) for tag, events in scalars.items()}
+    run.last_eval = value["eval/mean_return"]
+    run.train_return = value["hparams/final_train_return"]
+    run.steps = max((e[1] for e in scalars["charts/learning_rate"]), default=0)
+    run.last_event_time = max((e[0] for events in scalars.values() for e in events), default=None)
+    curve = scalars["charts/episodic_return"]
+    if curve:
+        steps = np.array([e[1] for e in curve], dtype=float)
+        order = np.argsort(steps, kind="stable")
+        run.curve = steps[order], np.array([e[2] for e in curve], dtype=float)[order]
+    attempts = run.record["attempts"]
+    last_ok = bool(attempts) and attempts[-1].get("returncode") == 0
+    if value["hparams/final_eval_return"] is not None:
+        run.state, run.final, run.final_from = "done", value["hparams/final_eval_return"], "hparams/final_eval_return"
+    elif last_ok and run.last_eval is not None:
+        # the run ended normally but logged no hparams: a resume after its last checkpoint had nothing left to
+        # train; its final evaluation is the last eval/mean_return
+        run.state, run.final, run.final_from = "done", run.last_eval, "eval/mean_return"
+    elif (run.path / "checkpoint.pt").is_file():
+        run.state = "interrupted"
+    else:
+        run.state = "new"
+
+
+def _quote(path: Path) -> str:
+    """A path as a quoted Hydra override value (run folders contain '=')."""
+    return "'" + str(path).replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def start_command(run: RunState, steps: Optional[int], overrides: Sequence[str]) -> list[str]:
+    task = run.task
+    return [sys.executable, "-m", "experiments.train", f"env={task.word}", f"seed={run.seed}",
+            f"eval.episodes={task.eval_episodes}", "torch_threads=1", "progress=false",
+            *([f"total_timesteps={steps}"] if steps is not None else []), *overrides,
+            f"hydra.run.dir={_quote(run.path)}"]
+
+
+def resume_command(run: RunState, inexact: bool) -> list[str]:
+    """``resume=<run folder>`` with only what a resume may change; Hydra writes no second ``.hydra/`` there (the
+    run's own config stays the one it started with)."""
+    return [sys.executable, "-m", "experiments.train", f"resume={_quote(run.path)}", "torch_threads=1",
+            "progress=false", f"eval.episodes={run.task.eval_episodes}",
+            *(["allow_inexact_resume=true"] if inexact else []),
+            f"hydra.run.dir={_quote(run.path)}", "hydra.output_subdir=null"]
+
+
+def checkpoint_facts(path: Path) -> tuple[int, Optional[bool]]:
+    """(global step, whether the checkpoint holds the whole env state: None when it does not say)."""
+    from agents.checkpoint import load_checkpoint
+
+    state = load_checkpoint(path / "checkpoint.pt", key="resume")
+    env_state = state.get("collector", {}).get("env")
+    complete = bool(env_state.get("complete", True)) if isinstance(env_state, dict) else None
+    return int(state.get("global_step", 0)), complete
+
+
+def clear_run(path: Path) -> None:
+    """Remove what a run that never reached its first checkpoint left (its record and console log stay)."""
+    for name in ("tb", ".hydra"):
+        shutil.rmtree(path / name, ignore_errors=True)
+    for item in path.glob("*"):
+        if item.is_file() and item.name not in (RECORD, CONSOLE):
+            item.unlink()
+
+
+def wall_seconds(run: RunState) -> tuple[Optional[float], bool]:
+    """(seconds of the attempts since the run last started from scratch, whether one of them is an estimate).
+    An attempt the benchmark could not time to its end (it was killed) counts until the run's last event."""
+    attempts = run.record["attempts"]
+    starts = [i for i, a in enumerate(attempts) if a["kind"] == "start"]
+    if not starts:
+        return None, False
+    close_attempts(run)
+    return (sum(a["seconds"] for a in attempts[starts[-1]:]),
+            any(a.get("estimated") for a in attempts[starts[-1]:]))
+
+
+def close_attempts(run: RunState) -> None:
+    """Give an attempt the benchmark could not time to its end (it was killed with it) the time until the run's
+    last TensorBoard event, marked as estimated. Call before a new attempt's events exist."""
+    for a in run.record["attempts"]:
+        if a.get("seconds") is None:
+            end = run.last_event_time
+            a.update(seconds=max(0.0, end - a["started"]) if end is not None else 0.0, estimated=True)
+
+
+# --- the scheduler ---------------------------------------------------------------------------------------------
+
+def say(text: str = "") -> None:
+    """Print and flush; if the reader of stdout went away (``| head``), go on quietly: the runs and the files
+    matter more than the lines."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the unflushed rest goes nowhere, also at exit
+        os.close(devnull)
+
+
+def _die_with_parent():
+    """A ``preexec_fn`` (None where unsupported): on Linux, the run gets SIGTERM — it checkpoints and exits — when
+    the benchmark dies, even by SIGKILL. ``prctl`` is looked up here, before the fork."""
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def setup() -> None:
+        prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the benchmark died before prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return setup
+
+
+@contextlib.contextmanager
+def out_lock(out: Path, wait_s: float = 120.0):
+    """Exclusive use of ``out``: a flock the runs inherit, so that it stays held while a run of a benchmark that
+    died is still checkpointing. Yields the lock's file descriptor."""
+    fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    deadline = time.monotonic() + wait_s
+    told = False
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise ConfigError(f"--out {out} is in use by another scores benchmark or its runs: wait for "
+                                      "it to finish, or give another --out") from None
+                if not told:
+                    say(f"waiting for another scores benchmark (or its runs) to release {out} …")
+                    told = True
+                time.sleep(0.5)
+        yield fd
+    finally:
+        os.close(fd)
+
+
+class Scheduler:
+    """Runs at most ``jobs`` training processes at a time; on SIGINT/SIGTERM passes SIGTERM on and waits."""
+
+    def __init__(self, jobs: int, lock_fd: int, steps: Optional[int], overrides: Sequence[str]):
+        self.jobs, self.lock_fd, self.steps, self.overrides = jobs, lock_fd, steps, list(overrides)
+        self.running: dict[Any, tuple[RunState, float, Any]] = {}
+        self.signum: Optional[int] = None
+        self.received = self.forwarded = 0
+        self.preexec = _die_with_parent()
+        self.cpu = f"{machine()['cpu_model']} ({os.cpu_count()} CPUs)"
+
+    def _on_signal(self, signum, frame) -> None:  # only notes it: the loop passes it on (no I/O in a handler)
+        self.signum = signum
+        self.received += 1
+
+    def _forward(self) -> None:
+        """SIGTERM to every running run, once per signal received: the first makes them checkpoint and exit,
+        a second stops them at once."""
+        if self.forwarded == 0:
+            say(f"\n{signal.Signals(self.signum).name}: stopping the runs (each checkpoints; rerun the same command "
+                "to continue) …")
+        self.forwarded = self.received
+        for proc in list(self.running):
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+
+    def launch(self, run: RunState) -> None:
+        import subprocess
+
+        close_attempts(run)
+        inexact = False
+        if run.state == "interrupted":
+            step, complete = checkpoint_facts(run.path)
+            inexact = complete is not True
+            cmd = resume_command(run, inexact)
+            how = {True: "exact",
+                   False: "INEXACT: the checkpoint cannot hold this env's state, so the envs restart from fresh "
+                          "episodes (allow_inexact_resume=true)",
+                   None: "exactness unknown: the checkpoint does not say whether it holds the env state; "
+                         "allow_inexact_resume=true"}[complete]
+            say(f"  resume {run.name} from step {step:,} of {run.task.budget:,} ({how})")
+            attempt = {"kind": "resume", "from_step": step, "exact": complete}
+        else:
+            clear_run(run.path)
+            cmd = start_command(run, self.steps, self.overrides)
+            say(f"  start  {run.name}")
+            attempt = {"kind": "start", "from_step": 0, "exact": True}
+        attempt.update(command=cmd, started=time.time(), seconds=None, returncode=None, cpu=self.cpu)
+        run.record["attempts"].append(attempt)
+        write_record(run)
+        log = open(run.path / CONSOLE, "a")
+        log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {attempt['kind']}: {' '.join(cmd)}\n")
+        log.flush()
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, pass_fds=(self.lock_fd,), preexec_fn=self.preexec)
+        self.running[proc] = (run, time.monotonic(), log)
+
+    def finish(self, proc, code: int) -> None:
+        run, t0, log = self.running.pop(proc)
+        log.close()
+        attempt = run.record["attempts"][-1]
+        attempt.update(seconds=time.monotonic() - t0, returncode=code)
+        write_record(run)
+        refresh(run)
+        if code == 0 and run.state == "done":
+            say(f"  done   {run.name} in {attempt['seconds']:.1f} s: final eval {run.final:,.2f}")
+        elif self.signum is not None and code != 0:  # stopped by us: not a failure
+            then = ("checkpointed at step {:,}; rerun to resume".format(run.steps) if run.state == "interrupted"
+                    else "before its first checkpoint; rerun to start it")
+            say(f"  stopped {run.name} (exit {code}: {then})")
+        else:
+            run.failed = f"exit {code}: {last_error(run.path / CONSOLE)}"
+            say(f"  FAILED {run.name} ({run.failed}); its output: {run.path / CONSOLE}")
+
+    def run_all(self, todo: list[RunState]) -> None:
+        pending = list(todo)
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            while (pending and self.signum is None) or self.running:
+                if self.received > self.forwarded:
+                    self._forward()
+                while pending and self.signum is None and len(self.running) < self.jobs:
+                    run = pending.pop(0)
+                    try:
+                        self.launch(run)
+                    except ConfigError as exc:  # an unreadable checkpoint: that run fails, the others go on
+                        run.failed = str(exc)
+                        say(f"  FAILED {run.name}: {exc}")
+                for proc in list(self.running):
+                    code = proc.poll()
+                    if code is not None:
+                        self.finish(proc, code)
+                time.sleep(0.05)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def last_error(log: Path) -> str:
+    """The last ``error:`` line of a run's output, else its last line."""
+    try:
+        lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return "(no output)"
+    errors = [line for line in lines if line.startswith("error:")]
+    return (errors or lines or ["(no output)"])[-1][:300]

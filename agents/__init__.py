@@ -25,7 +25,6 @@ from agents.losses import (
 from agents.networks import MLPActorCritic, PolicyPopulation, TabularActorCritic, build_policy, build_population
 from agents.ppo import PPOAgent, adapt_kl_coef, explained_variance
 from agents.train import Callback, IterationInfo, Member, NumericalError, Trainer, TrainResult
-from agents.api import PPO
 
 __all__ = [
     "ConfigError", "PPOConfig", "compute_gae", "approx_kl", "categorical_entropy", "categorical_kl",
@@ -35,3 +34,12 @@ __all__ = [
     "adapt_kl_coef", "explained_variance", "Member", "NumericalError", "Trainer", "TrainResult", "Callback",
     "IterationInfo", "PPO",
 ]
+
+
+def __getattr__(name: str):
+    """``agents.PPO`` on first use: the front door imports ``envs``, which imports ``agents`` (no import cycle)."""
+    if name == "PPO":
+        from agents.api import PPO
+
+        return PPO
+    raise AttributeError(f"module 'agents' has no attribute {name!r}")

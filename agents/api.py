@@ -30,10 +30,12 @@ from gymnasium import spaces
 from agents.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from agents.config import ConfigError, PPOConfig, first_line, is_int
 from agents.evaluation import EvalResult, evaluate_policy
+from agents.export import DeterministicPolicy, export_policy
 from agents.inference import Inference, make_inference, select_actions
 from agents.logger import TensorBoardLogger
 from agents.networks import ActorCritic, build_policy
 from agents.normalization import ObsNormalizer
+from agents.spaces import declared_action_space, vector_space_spec
 from agents.run_config import TrainConfig, config_dict, config_yaml, final_metrics, hparams_of, to_train_config
 from agents.train import Callback, Member, Trainer, TrainResult
 from envs.vector import EnvConfig, make_vec_env
@@ -97,6 +99,32 @@ def tuned_settings(task: str) -> dict:
     if tuned.is_file():
         settings = OmegaConf.merge(settings, OmegaConf.load(tuned))
     return OmegaConf.to_container(settings)
+
+
+def export(policy: ActorCritic, dims: tuple[int, int, bool], obs_norm: Optional[ObsNormalizer],
+           config: TrainConfig, global_step: int, path: Union[str, Path], fmt: str = "pt2", envs=None) -> Path:
+    """Write ``policy`` (built for ``dims`` = (obs_dim, action_dim, discrete), with its observation statistics) as
+    a self-contained deterministic policy file (``agents/export.py``); the action bounds come from ``envs`` or from
+    one env made from ``config``."""
+    own = envs is None
+    if own:
+        envs = make_vec_env(config.env, 1)
+    try:
+        spec = vector_space_spec(envs, config.env.id)
+        space = declared_action_space(envs)
+    finally:
+        if own:
+            envs.close()
+    if spec.dims() != tuple(dims):
+        raise ConfigError(f"checkpoint: env.id={config.env.id!r} now has spaces {spec.dims()} (obs_dim, action_dim, "
+                          f"discrete); the policy was trained on {tuple(dims)}")
+    box = isinstance(space, spaces.Box)
+    module = DeterministicPolicy(policy, spec, obs_norm, space.low if box else None, space.high if box else None)
+    metadata = {"env_id": config.env.id, "obs_dim": spec.obs_dim, "discrete": spec.discrete,
+                "action_dim": spec.action_dim, "action_start": spec.action_start,
+                "action_low": space.low.tolist() if box else None, "action_high": space.high.tolist() if box else None,
+                "normalize_obs": obs_norm is not None, "global_step": int(global_step), "format": fmt}
+    return export_policy(module, spec.obs_dim, path, fmt, metadata)
 
 
 def _env_config(env: Any, num_envs: Optional[int], env_keys: dict) -> EnvConfig:
@@ -284,7 +312,7 @@ class PPO:
         batch = arr[None] if arr.ndim == 1 else arr
         actions, _ = select_actions(inference.dist_params(batch), inference.log_std, self._rng, deterministic)
         actions = self.trainer.spec.to_env(actions)
-        space = self.envs.single_action_space
+        space = declared_action_space(self.envs)
         if isinstance(space, spaces.Box):
             actions = np.clip(actions, space.low, space.high).astype(space.dtype)
         return actions[0] if arr.ndim == 1 else actions
@@ -302,6 +330,13 @@ class PPO:
         """The observation statistics (None when the agent does not normalise)."""
         norm = self.trainer.agent.obs_norm
         return None if norm is None else norm.member(0)
+
+    def export(self, path: Union[str, Path], format: str = "pt2") -> Path:
+        """Write the policy as a self-contained deterministic policy (``pt2``: ``torch.export``; ``onnx``) with its
+        observation statistics baked in: ``torch.export.load(path).module()(obs)`` gives the actions ``predict``
+        gives (``agents/export.py``)."""
+        return export(self.policy(), self.trainer.spec.dims(), self.obs_norm, self.config, self.num_timesteps, path,
+                      format, self.envs)
 
     def policy(self) -> ActorCritic:
         """The policy as a standalone module (a copy)."""

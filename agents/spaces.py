@@ -55,6 +55,12 @@ def vector_space_spec(envs, env_id: str = "the env") -> SpaceSpec:
     return space_spec(envs.single_observation_space, envs.single_action_space, env_id)
 
 
+def declared_action_space(envs) -> spaces.Space:
+    """The action space the env itself declares: its bounds, which the vector env's action-clipping wrapper
+    (``envs/vector.py``) widens to ±inf on the outside."""
+    return envs.unwrapped.single_action_space
+
+
 def check_autoreset(envs, env_id: str = "the env") -> AutoresetMode:
     """The vector env's autoreset mode (NEXT_STEP when it does not say, Gymnasium's default); DISABLED refused."""
     mode = envs.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)

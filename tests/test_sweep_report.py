@@ -45,9 +45,9 @@ def read_event_scalars(tb_dir: Path) -> dict[str, list[tuple[float, int, float]]
 
 @pytest.fixture(scope="module")
 def multirun(tmp_path_factory) -> Path:
-    """2 clip ratios × 2 entropy coefs × 2 seeds, two iterations of CartPole each (~10 s on a busy box): short,
-    but the deterministic evaluation already differs between runs. Launched through ``sweep=clip_entropy`` with every list overridden: the command line must win and the
-    subdirs must not name the sweep."""
+    """2 clip ratios × 2 entropy coefs × 2 seeds, two iterations of CartPole each: short, but the deterministic
+    evaluation already differs between runs. Launched through ``sweep=clip_entropy`` with every list overridden:
+    the command line must win and the subdirs must not name the sweep."""
     root = tmp_path_factory.mktemp("sweep") / "multirun"
     cmd = [sys.executable, "-m", "experiments.train", "-m", "sweep=clip_entropy",
            f"agent.clip_ratio={','.join(CLIPS)}", f"agent.entropy_coef={','.join(ENTS)}", f"seed={','.join(SEEDS)}",

@@ -89,23 +89,30 @@ class TrainConfig:
                               f"env.num_envs×agent.num_steps = {batch}")
 
 
-def to_train_config(cfg: Any) -> TrainConfig:
-    """The typed, validated config of a run from a mapping or an OmegaConf config (raises ``ConfigError`` naming
-    the key: an unknown key, a wrong type, a value out of range)."""
-    from omegaconf import OmegaConf
+def to_record(schema: type, cfg: Any, missing: str = "{key} is mandatory"):
+    """``cfg`` (a mapping or an OmegaConf config) merged onto the dataclass ``schema`` with OmegaConf's structured
+    configs and validated: the typed record, or one ``ConfigError`` naming the key (an unknown key, a wrong type, a
+    value out of range; a missing mandatory value says ``missing`` with ``{key}`` filled in)."""
+    from omegaconf import MissingMandatoryValue, OmegaConf
 
-    if OmegaConf.is_config(cfg) and OmegaConf.is_missing(cfg.env, "id"):
-        raise ConfigError("env.id is missing: give a registered Gymnasium id, e.g. env=gym env.id=Acrobot-v1")
     try:
         # Plain values: a composed config's '+new.key' is open for adding and would slip through the schema.
         values = OmegaConf.to_container(cfg) if OmegaConf.is_config(cfg) else cfg
-        merged = OmegaConf.merge(OmegaConf.structured(TrainConfig), values)
-        train_cfg: TrainConfig = OmegaConf.to_object(merged)
-    except Exception as exc:  # noqa: BLE001 - OmegaConf's validation errors: wrong type, missing value
+        record = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), values))
+    except MissingMandatoryValue as exc:
+        raise ConfigError(missing.format(key=exc.full_key)) from None
+    except Exception as exc:  # noqa: BLE001 - OmegaConf's validation errors: wrong type, unknown key
         key = getattr(exc, "full_key", None)
         raise ConfigError(f"{key}: {first_line(exc)}" if key else first_line(exc)) from None
-    train_cfg.validate()
-    return train_cfg
+    record.validate()
+    return record
+
+
+def to_train_config(cfg: Any) -> TrainConfig:
+    """The typed, validated config of a run from a mapping or an OmegaConf config (raises ``ConfigError`` naming
+    the key: an unknown key, a wrong type, a value out of range)."""
+    return to_record(TrainConfig, cfg, missing="{key} is missing: give a registered Gymnasium id, e.g. env=gym "
+                                               "env.id=Acrobot-v1")
 
 
 def config_dict(cfg: TrainConfig) -> dict:

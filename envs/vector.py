@@ -11,7 +11,7 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode
 
 import envs  # noqa: F401  (registers SoftmaxBandit-v0)
-from agents.config import ConfigError, first_line
+from agents.config import ConfigError, first_line, is_int
 from agents.networks import space_dims  # noqa: F401  (re-exported: sizes of a vector env's spaces)
 from agents.spaces import space_spec
 
@@ -47,7 +47,7 @@ class EnvConfig:
     def validate(self, prefix: str = "env.") -> None:
         if not isinstance(self.id, str) or not self.id or self.id == "???":
             raise ConfigError(f"{prefix}id is missing: give a registered Gymnasium id, e.g. {prefix}id=Acrobot-v1")
-        if isinstance(self.num_envs, bool) or not isinstance(self.num_envs, int) or self.num_envs < 1:
+        if not is_int(self.num_envs) or self.num_envs < 1:
             raise ConfigError(f"{prefix}num_envs={self.num_envs!r} is invalid: must be an integer ≥ 1")
         if self.vectorization_mode not in VECTORIZATION_MODES:
             raise ConfigError(f"{prefix}vectorization_mode={self.vectorization_mode!r} is invalid: must be one of "
@@ -55,8 +55,7 @@ class EnvConfig:
         if self.autoreset_mode not in AUTORESET_MODES:
             raise ConfigError(f"{prefix}autoreset_mode={self.autoreset_mode!r} is invalid: must be one of "
                               f"{', '.join(AUTORESET_MODES)}")
-        if self.max_episode_steps is not None and (isinstance(self.max_episode_steps, bool)
-                                                   or self.max_episode_steps < 1):
+        if self.max_episode_steps is not None and (not is_int(self.max_episode_steps) or self.max_episode_steps < 1):
             raise ConfigError(f"{prefix}max_episode_steps={self.max_episode_steps!r} is invalid: "
                               "must be an integer ≥ 1, or null for the registered limit")
 

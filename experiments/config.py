@@ -14,6 +14,11 @@ from agents.config import ConfigError, is_int
 from agents.run_config import EvalConfig, TrainConfig, check_seed  # noqa: F401  (the schema's records)
 
 
+CHECKPOINT_MISSING = ("{key} is mandatory: give checkpoint=PATH (a checkpoint.pt file or the run folder that holds "
+                      "one)")
+"""The one-line error of a command whose ``checkpoint`` is missing (evaluate, export)."""
+
+
 @dataclass
 class EvaluateConfig:
     """Evaluate a saved policy (``conf/evaluate.yaml``, ``python -m experiments.evaluate checkpoint=PATH``)."""

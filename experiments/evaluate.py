@@ -21,33 +21,25 @@ import hydra
 import numpy as np
 import torch
 from gymnasium import spaces
-from omegaconf import DictConfig, MissingMandatoryValue, OmegaConf
+from omegaconf import DictConfig
 
 from agents.api import load_policy, policy_dims
 from agents.checkpoint import load_checkpoint, resolve_checkpoint
 from agents.config import ConfigError, first_line
 from agents.evaluation import EvalResult, evaluate_policy
 from agents.normalization import ObsNormalizer
+from agents.run_config import to_record
 from agents.inference import Inference, make_inference, select_actions
 from agents.spaces import space_spec
 from conf import CONF_DIR
 from envs.vector import env_spec, make_vec_env, space_dims
-from experiments.config import EvaluateConfig, TrainConfig
+from experiments.config import CHECKPOINT_MISSING, EvaluateConfig, TrainConfig
 from experiments.run import hydra_one_line_errors, user_errors
 
 
 def to_evaluate_config(cfg: DictConfig | dict) -> EvaluateConfig:
     """The typed, validated evaluation config (raises ``ConfigError`` naming the key)."""
-    try:
-        values = OmegaConf.to_container(cfg) if OmegaConf.is_config(cfg) else cfg  # '+key' is refused too
-        eval_cfg: EvaluateConfig = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(EvaluateConfig), values))
-    except MissingMandatoryValue as exc:
-        raise ConfigError(f"{exc.full_key or 'checkpoint'} is mandatory: give checkpoint=PATH "
-                          "(a checkpoint.pt file or the run folder that holds one)") from None
-    except Exception as exc:  # noqa: BLE001 - OmegaConf's validation errors: wrong type, unknown key
-        raise ConfigError(first_line(exc)) from None
-    eval_cfg.validate()
-    return eval_cfg
+    return to_record(EvaluateConfig, cfg, missing=CHECKPOINT_MISSING)
 
 
 def _make_render_env(train_cfg: TrainConfig) -> gym.Env:

@@ -19,14 +19,16 @@ from typing import Any, Optional
 
 import hydra
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, MissingMandatoryValue, OmegaConf
+from omegaconf import MISSING, DictConfig
 
 from agents.api import export, load_policy, policy_dims
 from agents.checkpoint import load_checkpoint, resolve_checkpoint
-from agents.config import ConfigError, first_line
+from agents.config import ConfigError
 from agents.export import FORMATS
 from agents.normalization import ObsNormalizer
+from agents.run_config import to_record
 from conf import CONF_DIR
+from experiments.config import CHECKPOINT_MISSING
 from experiments.run import hydra_one_line_errors, user_errors
 
 
@@ -50,17 +52,8 @@ ConfigStore.instance().store(name="export_schema", node=ExportConfig)
 
 
 def to_export_config(cfg: DictConfig | dict) -> ExportConfig:
-    try:
-        values = OmegaConf.to_container(cfg) if OmegaConf.is_config(cfg) else cfg
-        export_cfg: ExportConfig = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ExportConfig), values))
-    except MissingMandatoryValue:
-        raise ConfigError("checkpoint is mandatory: give checkpoint=PATH (a checkpoint.pt file or the run folder "
-                          "that holds one)") from None
-    except Exception as exc:  # noqa: BLE001 - OmegaConf's validation errors: wrong type, unknown key
-        key = getattr(exc, "full_key", None)
-        raise ConfigError(f"{key}: {first_line(exc)}" if key else first_line(exc)) from None
-    export_cfg.validate()
-    return export_cfg
+    """The typed, validated export config (raises ``ConfigError`` naming the key)."""
+    return to_record(ExportConfig, cfg, missing=CHECKPOINT_MISSING)
 
 
 def run_export(cfg: DictConfig | dict) -> dict[str, Any]:

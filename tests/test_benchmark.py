@@ -415,7 +415,7 @@ def test_sb3_runs_side_by_side_when_installed(tmp_path):
 
 def test_sweep_benchmark_reads_the_population_timing_line_and_judges_its_targets(tmp_path):
     """``--mode sweep``: the population's own timing line is what the phase split reads; the targets compare the
-    measured figures with the issue's thresholds."""
+    measured figures with the benchmark's ``TARGET_*`` thresholds."""
     from experiments.benchmark.sweep import phases, sweep_targets
     from experiments.population import timing_line
 

@@ -16,8 +16,8 @@ the real entry point, ``python -m experiments.train env=<word> seed=<seed> …``
   trainer's mean of those episodes' own returns, not of the per-iteration ``charts/episodic_return`` means.
 - **Anchors**: published figures of CleanRL and rl-baselines3-zoo PPO (``scores_anchors.ANCHORS``, with their
   sources). PASS when the mean final evaluation is ≥ the best anchor trained for the same budget, MISS when below
-  it; without a same-budget anchor, PASS when it is ≥ the best anchor trained for a larger budget (fewer steps did as well),
-  else n/a.
+  it; without a same-budget anchor, PASS when it is ≥ the best anchor trained for a larger budget (fewer steps did
+  as well), else n/a.
 - **Resumable**: run it again with the same arguments after it was stopped (Ctrl-C, SIGTERM, a crash, a reboot) and
   it continues: finished runs (final evaluation logged) are skipped, interrupted runs continue from their
   checkpoint (``resume=<run folder>``; with ``allow_inexact_resume=true`` where the checkpoint could not hold the

@@ -147,11 +147,12 @@ class PopulationLauncher(Launcher):
         _remember_compositions(hydra_context.config_loader, self._composed)
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from agents.config import is_int
         from experiments import population
 
         setup_globals()
         assert self.hydra_context is not None and self.config is not None and self.task_function is not None
-        if isinstance(self.max_members, bool) or not isinstance(self.max_members, int) or self.max_members < 1:
+        if not is_int(self.max_members) or self.max_members < 1:
             raise HydraException(f"hydra.launcher.max_members={self.max_members!r} is invalid: must be an integer ≥ 1"
                                  " (the most jobs trained together in one population)")
         self._restore_logging()

@@ -28,7 +28,7 @@ from typing import Any, Iterator, Optional, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
-from agents.config import PER_MEMBER_KEYS, is_int
+from agents.config import PER_MEMBER_KEYS, first_line, is_int
 
 log = logging.getLogger(__name__)
 
@@ -209,34 +209,133 @@ def job_scope(job: PopulationJob) -> Iterator[None]:
         HydraConfig.instance().cfg = previous_cfg
 
 
-def train_population(jobs: Sequence[PopulationJob],
-                     max_members: int = DEFAULT_MAX_MEMBERS) -> list[float | BaseException]:
+def spread_over_workers(groups: list[list[int]], jobs: Sequence[PopulationJob], n_jobs: int) -> list[list[int]]:
+    """With ``n_jobs`` workers, split the largest populations in halves until every worker has one (a resumed job
+    stays alone): two populations of 24 on two cores train faster than one of 48 on both."""
+    parts = [list(g) for g in groups]
+    while len(parts) < n_jobs:
+        largest = max(range(len(parts)), key=lambda i: len(parts[i]))
+        if len(parts[largest]) < 2 or _is_solo(jobs[parts[largest][0]].cfg):
+            break
+        half = (len(parts[largest]) + 1) // 2
+        parts[largest:largest + 1] = [parts[largest][:half], parts[largest][half:]]
+    return parts
+
+
+def _train_part(jobs: Sequence[PopulationJob], members: list[int]) -> list[float | BaseException]:
+    group = [jobs[i] for i in members]
+    if len(group) == 1 and _is_solo(group[0].cfg):
+        return [_run_solo(group[0])]
+    return _train_group(group)
+
+
+def train_population(jobs: Sequence[PopulationJob], max_members: int = DEFAULT_MAX_MEMBERS,
+                     n_jobs: int = 1) -> list[float | BaseException]:
     """Train the jobs as populations (``group_jobs``); returns one outcome per job, in the order of ``jobs``: the
     final evaluation's mean return (what ``run_training`` returns), or the exception that ended that job.
-    ``max_members`` caps a population's size (the launcher passes ``hydra.launcher.max_members``).
+    ``max_members`` caps a population's size (the launcher passes ``hydra.launcher.max_members``); ``n_jobs`` > 1
+    trains the populations in that many worker processes at once (``hydra.launcher.n_jobs``; the populations are
+    split so that each worker has one, see ``spread_over_workers``).
 
     A failing job fails alone: the others still train. A user's error (``experiments.run.EXIT_CODES``: a bad
     config, a diverged member, a path that cannot be written) is printed as one ``error:`` line when it happens, as
     for a job of any other launcher. A resumed job (a population of its own) continues as a solo run. On
     SIGINT/SIGTERM every member checkpoints and the process exits with 128 + the signal number.
     """
+    if not is_int(n_jobs) or n_jobs < 1:
+        raise ValueError(f"n_jobs={n_jobs!r} is invalid: must be an integer ≥ 1")
     outcomes: list[float | BaseException] = [RuntimeError("not trained")] * len(jobs)
     groups = group_jobs(jobs, max_members)
+    if n_jobs > 1:
+        groups = spread_over_workers(groups, jobs, n_jobs)
     for number, members in enumerate(groups, start=1):
         log.info(describe(number, len(groups), [jobs[i] for i in members]))
-        group = [jobs[i] for i in members]
-        if len(group) == 1 and _is_solo(group[0].cfg):
-            results = [_run_solo(group[0])]
-        else:
-            results = _train_group(group)
-        for index, outcome in zip(members, results):
-            outcomes[index] = outcome
+    start = time.perf_counter()
+    if n_jobs == 1 or len(groups) == 1:
+        for members in groups:
+            for index, outcome in zip(members, _train_part(jobs, members)):
+                outcomes[index] = outcome
+    else:
+        _train_in_workers(jobs, groups, min(n_jobs, len(groups)), outcomes)
+    log.info(pool_line(time.perf_counter() - start, min(n_jobs, len(groups))))
     return outcomes
+
+
+def _train_in_workers(jobs: Sequence[PopulationJob], groups: list[list[int]], workers: int,
+                      outcomes: list) -> None:
+    """Train ``groups`` in ``workers`` forked processes (the largest first, each to the least loaded worker) and
+    fill ``outcomes``. A worker is in a process group of its own, so a terminal's Ctrl-C reaches it once, forwarded
+    from here with SIGTERM alike: every member checkpoints, then this process exits as a solo run would."""
+    import multiprocessing
+    import pickle
+    import signal
+
+    loads: list[list[list[int]]] = [[] for _ in range(workers)]
+    for members in sorted(groups, key=len, reverse=True):
+        min(loads, key=lambda parts: sum(map(len, parts))).append(members)
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.SimpleQueue()
+
+    def work(parts: list[list[int]]) -> None:
+        os.setpgid(0, 0)
+        for members in parts:
+            try:
+                results = _train_part(jobs, members)
+            except Exception as exc:  # noqa: BLE001 - this part's jobs fail with it; the worker goes on
+                results = [_failed(exc)] * len(members)
+            for index, outcome in zip(members, results):
+                try:
+                    pickle.dumps(outcome)
+                except Exception:  # noqa: BLE001 - an exception that cannot cross processes: its one line does
+                    outcome = RuntimeError(first_line(outcome))
+                queue.put((index, outcome))
+
+    procs = [ctx.Process(target=work, args=(parts,)) for parts in loads]
+    received: set[int] = set()
+    signum: list[int] = []
+
+    def forward(sig, frame) -> None:
+        signum.append(sig)
+        for proc in procs:
+            if proc.is_alive():
+                os.kill(proc.pid, sig)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for proc in procs:
+            proc.start()
+        while any(proc.is_alive() for proc in procs) or not queue.empty():
+            while not queue.empty():
+                index, outcome = queue.get()
+                outcomes[index] = outcome
+                received.add(index)
+            time.sleep(0.05)
+        for proc in procs:
+            proc.join()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    codes = [proc.exitcode for proc in procs if proc.exitcode]
+    if signum or codes:
+        from experiments.run import SIGNAL_EXIT_CODES
+
+        missing = [i for i in range(len(jobs)) if i not in received and any(i in g for g in groups)]
+        log.info(f"{len(missing)} job(s) stopped before their end (their checkpoints are written; continue each with "
+                 "resume=<its folder>)")
+        sys.exit(SIGNAL_EXIT_CODES.get(signum[0], 1) if signum else codes[0])
 
 
 TIMING = re.compile(r"population of (\d+) trained in ([0-9.]+) s: rollout ([0-9.]+) s, update ([0-9.]+) s, "
                     r"evaluation ([0-9.]+) s")
 """The line ``timing_line`` writes (the sweep benchmark reads it back)."""
+
+
+POOL_TIMING = re.compile(r"populations trained in ([0-9.]+) s by (\d+) workers?")
+"""The line ``pool_line`` writes once every population of a batch is trained."""
+
+
+def pool_line(wall: float, workers: int) -> str:
+    return f"populations trained in {wall:.2f} s by {workers} worker{'s' if workers > 1 else ''}"
 
 
 def timing_line(members: int, wall: float, seconds: dict) -> str:

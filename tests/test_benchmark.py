@@ -417,14 +417,19 @@ def test_sweep_benchmark_reads_the_population_timing_line_and_judges_its_targets
     """``--mode sweep``: the population's own timing line is what the phase split reads; the targets compare the
     measured figures with the benchmark's ``TARGET_*`` thresholds."""
     from experiments.benchmark.sweep import phases, sweep_targets
-    from experiments.population import timing_line
+    from experiments.population import pool_line, timing_line
 
     output = "\n".join(["[x][experiments.population][INFO] - " + timing_line(24, wall, s)
                         for wall, s in ((30.0, {"rollout": 4.0, "update": 20.0, "evaluation": 2.0}),
                                         (6.0, {"rollout": 1.0, "update": 2.5, "evaluation": 0.5}))])
-    split = phases("population", {"output": output, "wall_seconds": 50.0}, tmp_path)
+    split = phases("population, one process", {"output": output, "wall_seconds": 50.0}, tmp_path)
     assert split == {"rollout": 5.0, "update": 22.5, "evaluation": 2.5, "start-up and the rest": 50.0 - 36.0,
-                     "populations": 2}
+                     "populations": 2, "workers": 1}
+    # two workers: the pool's own line gives the training wall; the phases are per worker, as joblib's
+    pooled = output + "\n[x][experiments.population][INFO] - " + pool_line(31.5, 2)
+    split = phases("population", {"output": pooled, "wall_seconds": 40.0}, tmp_path)
+    assert split == {"rollout": 2.5, "update": 11.25, "evaluation": 1.25, "start-up and the rest": 40.0 - 31.5,
+                     "populations": 2, "workers": 2}
     results = {"methods": {"population": {"wall_seconds": {"median": 30.0}, "peak_rss_mb": {"median": 900.0}}},
                "speedup": {"median": 4.9}, "sb3_zoo_run": {"wall_seconds": 40.0}}
     assert [t["ok"] for t in sweep_targets(results)] == [False, True, True]

@@ -170,7 +170,8 @@ def test_jobs_end_after_their_population_trained(monkeypatch, capsys, tmp_path):
 
 
 @pytest.mark.parametrize("override, message", [
-    ("hydra.launcher.n_jobs=2", "hydra.launcher.n_jobs"),
+    ("hydra.launcher.workers=2", "hydra.launcher.workers"),
+    ("hydra.launcher.n_jobs=0", "error: hydra.launcher.n_jobs=0 is invalid: must be an integer ≥ 1"),
     ("hydra.launcher.max_members=0", "error: hydra.launcher.max_members=0 is invalid: must be an integer ≥ 1"),
 ])
 def test_a_bad_launcher_setting_is_refused_in_one_line(monkeypatch, capsys, tmp_path, override, message):
@@ -235,6 +236,60 @@ def test_a_group_over_the_member_cap_is_split_evenly():
     assert group_jobs(jobs, max_members=4) == [[0, 1, 2], [3, 4]]
     with pytest.raises(ValueError):
         group_jobs(jobs, max_members=0)
+
+
+def test_populations_are_spread_over_the_workers():
+    jobs = jobs_of(*[[f"seed={s}"] for s in range(6)], ["resume=somewhere"])
+    groups = group_jobs(jobs)
+    assert groups == [[0, 1, 2, 3, 4, 5], [6]]
+    assert population.spread_over_workers(groups, jobs, 2) == groups  # already one per worker
+    assert population.spread_over_workers(groups, jobs, 3) == [[0, 1, 2], [3, 4, 5], [6]]
+    assert population.spread_over_workers([[6]], jobs, 4) == [[6]]  # a resumed job stays alone
+    assert population.spread_over_workers([[0, 1, 2]], jobs, 8) == [[0], [1], [2]]
+
+
+def test_worker_processes_train_the_same_runs(sweep, tmp_path):
+    """hydra.launcher.n_jobs=2: the populations train in two worker processes; every job ends as it does in one
+    process (same final evaluation, checkpoint and logged curve)."""
+    root, _ = sweep
+    proc = train(["-m", "hydra/launcher=population", "hydra.launcher.n_jobs=2", f"agent.clip_ratio={','.join(CLIPS)}",
+                  f"seed={','.join(SEEDS)}", *TINY, f"hydra.sweep.dir={tmp_path}"], cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "populations trained in" in proc.stdout and "by 2 workers" in proc.stdout
+    for clip in CLIPS:
+        for seed in SEEDS:
+            ours, theirs = load_checkpoint(tmp_path / job_name(clip, seed)), load_checkpoint(root / job_name(clip, seed))
+            assert ours["global_step"] == theirs["global_step"] == 256
+            assert ours["final_eval"]["returns"].tolist() == pytest.approx(theirs["final_eval"]["returns"].tolist())
+            curve = [v for _, v in read_scalars(tmp_path / job_name(clip, seed) / "tb")["losses/policy_loss"]]
+            assert curve == pytest.approx([v for _, v in read_scalars(root / job_name(clip, seed) / "tb")
+                                           ["losses/policy_loss"]], rel=1e-5, abs=1e-7)
+
+
+def test_sigterm_reaches_every_worker_and_every_member_checkpoints(tmp_path):
+    """SIGTERM to the launcher's process is forwarded to its workers: each member checkpoints and the multirun exits
+    with 143, as a solo run does."""
+    import signal
+    import time
+
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    proc = subprocess.Popen([sys.executable, "-m", "experiments.train", "-m", "hydra/launcher=population",
+                             "hydra.launcher.n_jobs=2", "seed=0,1,2,3", "env=bandit", "total_timesteps=10000000",
+                             "eval.episodes=4", "checkpoint_every=1000000", f"hydra.sweep.dir={tmp_path}"], cwd=REPO,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(tmp_path.glob("*/tb/events.*"))) < 4:
+        time.sleep(0.2)
+    time.sleep(2.0)  # the workers are training
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-3000:]
+    folders = sorted(p for p in tmp_path.iterdir() if (p / ".hydra").is_dir())
+    assert len(folders) == 4
+    for folder in folders:
+        state = load_checkpoint(folder)
+        assert 0 < state["global_step"] < 10_000_000
+    assert "resume=<its folder>" in out + err
 
 
 def test_register_outside_a_collecting_launcher_is_refused():

@@ -4,12 +4,14 @@ Times the users' everyday sweep — ``agent.clip_ratio=0.1,0.2,0.3,0.4 agent.ent
 seeds, 48 runs of the tuned CartPole config at 100k steps each (``--steps`` to change) — as two real Hydra
 multiruns in fresh processes, interleaved ``--repeats`` times:
 
-- ``hydra/launcher=population torch_threads=2``: one process, the 48 runs as one batched population;
+- ``hydra/launcher=population hydra.launcher.n_jobs=2 torch_threads=1`` ("population"): two worker processes,
+  each training one batched population of 24 (the launcher's recommended setting on a 2-core CPU);
+- ``hydra/launcher=population torch_threads=2`` ("population, one process"): the 48 runs as one population;
 - ``hydra/launcher=joblib hydra.launcher.n_jobs=2``: two worker processes, one run after another each.
 
 Per method: wall and CPU seconds, the peak resident memory of the largest process, and where the time went
-(population: the trainer's rollout, update and evaluation seconds from its log line, the rest being start-up,
-composition, logging and checkpoints; joblib: the runs' own ``charts/rollout_seconds`` and
+(population: the trainers' rollout, update and evaluation seconds from their log lines, divided by the workers,
+the rest being start-up, composition, logging and checkpoints; joblib: the runs' own ``charts/rollout_seconds`` and
 ``charts/update_seconds`` summed and divided by the 2 workers). With Stable-Baselines3 installed (the ``bench``
 extra), one rl-baselines3-zoo CartPole run (its tuned settings, 100k steps, a fresh process) is timed too.
 
@@ -43,8 +45,13 @@ TARGET_SWEEP_RSS_MB = 1500.0     # peak RSS of the population sweep
 JOBLIB_WORKERS = 2
 
 
+METHODS = ("population", "population, one process", "joblib")
+
+
 def launcher_overrides(method: str) -> list[str]:
     if method == "population":
+        return ["hydra/launcher=population", f"hydra.launcher.n_jobs={JOBLIB_WORKERS}", "torch_threads=1"]
+    if method == "population, one process":
         return ["hydra/launcher=population", "torch_threads=2"]
     return ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={JOBLIB_WORKERS}", "torch_threads=1"]
 
@@ -75,14 +82,17 @@ def finals(sweep_dir: Path) -> dict[str, float]:
 
 def phases(method: str, run: dict, sweep_dir: Path) -> dict:
     """Where a multirun's wall time went (seconds)."""
-    from experiments.population import TIMING
+    from experiments.population import POOL_TIMING, TIMING
     from experiments.sweep_report import read_scalars
 
-    if method == "population":
+    if method.startswith("population"):
         found = [tuple(map(float, m.groups()[1:])) for m in TIMING.finditer(run["output"])]
-        train, rollout, update, evaluation = (sum(x[i] for x in found) for i in range(4))
+        pool = POOL_TIMING.search(run["output"])
+        train, workers = (float(pool.group(1)), int(pool.group(2))) if pool else (sum(x[0] for x in found), 1)
+        rollout, update, evaluation = (sum(x[i] for x in found) / workers for i in (1, 2, 3))
         return {"rollout": rollout, "update": update, "evaluation": evaluation,
-                "start-up and the rest": run["wall_seconds"] - train, "populations": len(found)}
+                "start-up and the rest": run["wall_seconds"] - train, "populations": len(found),
+                "workers": workers}
     rollout = update = 0.0
     for job in job_dirs(sweep_dir):
         tags = read_scalars(job / "tb", ["charts/rollout_seconds", "charts/update_seconds"])
@@ -130,16 +140,16 @@ def run_sweep(args) -> dict:
                      "overrides": overrides, "methods": {}}
     with tempfile.TemporaryDirectory(prefix="ppo-sweep-bench-") as tmp_name:
         tmp = Path(tmp_name)
-        walls: dict = {"population": [], "joblib": []}
-        rss: dict = {"population": [], "joblib": []}
+        walls: dict = {method: [] for method in METHODS}
+        rss: dict = {method: [] for method in METHODS}
         last: dict = {}
         for r in range(args.repeats):
-            for method in ("population", "joblib"):
+            for method in METHODS:
                 sweep_dir = tmp / f"{method}-{r}"
                 run = multirun(method, overrides, sweep_dir)
                 walls[method].append(run["wall_seconds"])
                 rss[method].append(run["peak_rss_mb"])
-                print(f"  {method:10s} repeat {r + 1}/{args.repeats}: {run['wall_seconds']:.1f} s wall, peak RSS "
+                print(f"  {method:24s} repeat {r + 1}/{args.repeats}: {run['wall_seconds']:.1f} s wall, peak RSS "
                       f"{run['peak_rss_mb']:.0f} MB", flush=True)
                 last[method] = (run, sweep_dir)
         for method, (run, sweep_dir) in last.items():
@@ -148,6 +158,8 @@ def run_sweep(args) -> dict:
                                           "phases_last_repeat": phases(method, run, sweep_dir)}
         results["speedup"] = ratio_spread(results["methods"]["joblib"]["wall_seconds"],
                                           results["methods"]["population"]["wall_seconds"])
+        results["speedup_one_process"] = ratio_spread(results["methods"]["joblib"]["wall_seconds"],
+                                                      results["methods"]["population, one process"]["wall_seconds"])
         pop, solo = finals(last["population"][1]), finals(last["joblib"][1])
         shared = sorted(pop.keys() & solo.keys())
         results["equivalence"] = {"sweep": compare([pop[k] for k in shared], [solo[k] for k in shared])}
@@ -180,13 +192,17 @@ def format_sweep(results: dict) -> str:
              f"{results['steps_per_run']:,} steps each, {results['repeats']} repeat(s)"]
     for method, row in results["methods"].items():
         w, m = row["wall_seconds"], row["peak_rss_mb"]
-        lines.append(f"  {method:10s} wall {w['median']:.1f} s (min {w['min']:.1f}, max {w['max']:.1f}); peak RSS "
+        lines.append(f"  {method:24s} wall {w['median']:.1f} s (min {w['min']:.1f}, max {w['max']:.1f}); peak RSS "
                      f"{m['median']:.0f} MB")
-        lines.append("             " + ", ".join(f"{k} {v:.1f} s" if isinstance(v, float) else f"{k} {v}"
+        lines.append(" " * 27 + ", ".join(f"{k} {v:.1f} s" if isinstance(v, float) else f"{k} {v}"
                                                 for k, v in row["phases_last_repeat"].items()))
     s = results["speedup"]
     lines.append(f"  speed-up (joblib wall / population wall): {s['median']:.2f}× "
                  f"(range {s['min']:.2f}–{s['max']:.2f})")
+    if "speedup_one_process" in results:
+        s = results["speedup_one_process"]
+        lines.append(f"  speed-up of the one-process population: {s['median']:.2f}× "
+                     f"(range {s['min']:.2f}–{s['max']:.2f})")
     if results.get("sb3_zoo_run"):
         lines.append(f"  one SB3 rl-zoo CartPole run: {results['sb3_zoo_run']['wall_seconds']:.1f} s wall")
     for name, eq in results["equivalence"].items():

@@ -44,6 +44,9 @@ class PopulationLauncherConf:
     _target_: str = "hydra_plugins.population_launcher.population_launcher.PopulationLauncher"
     max_members: int = DEFAULT_MAX_MEMBERS
     """Most jobs trained together in one population (the memory cap); a larger group is split."""
+    n_jobs: int = 1
+    """Worker processes training populations at once (1: all in this process). With n_jobs > 1 a population is
+    split so that every worker has one; on a CPU, n_jobs = cores with torch_threads=1 is fastest."""
 
 
 ConfigStore.instance().store(group="hydra/launcher", name="population", node=PopulationLauncherConf,
@@ -132,9 +135,10 @@ def _settle(ret: JobReturn, outcome: Any) -> None:
 class PopulationLauncher(Launcher):
     """Runs a batch of jobs as populations: see the module docstring for the three phases."""
 
-    def __init__(self, max_members: int = DEFAULT_MAX_MEMBERS) -> None:
+    def __init__(self, max_members: int = DEFAULT_MAX_MEMBERS, n_jobs: int = 1) -> None:
         super().__init__()
         self.max_members = max_members
+        self.n_jobs = n_jobs
         self.config: Optional[DictConfig] = None
         self.task_function: Optional[TaskFunction] = None
         self.hydra_context: Optional[HydraContext] = None
@@ -155,6 +159,9 @@ class PopulationLauncher(Launcher):
         if not is_int(self.max_members) or self.max_members < 1:
             raise HydraException(f"hydra.launcher.max_members={self.max_members!r} is invalid: must be an integer ≥ 1"
                                  " (the most jobs trained together in one population)")
+        if not is_int(self.n_jobs) or self.n_jobs < 1:
+            raise HydraException(f"hydra.launcher.n_jobs={self.n_jobs!r} is invalid: must be an integer ≥ 1 (worker "
+                                 "processes training populations at once)")
         self._restore_logging()
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         log.info(f"Launching {len(job_overrides)} jobs as populations of at most {self.max_members} members")
@@ -191,7 +198,8 @@ class PopulationLauncher(Launcher):
             return
         jobs = [ret._return_value for ret in collected]
         try:
-            outcomes: Sequence[Any] = population.train_population(jobs, max_members=self.max_members)
+            outcomes: Sequence[Any] = population.train_population(jobs, max_members=self.max_members,
+                                                                  n_jobs=self.n_jobs)
             if len(outcomes) != len(jobs):
                 raise RuntimeError(f"train_population returned {len(outcomes)} outcomes for {len(jobs)} jobs")
         except Exception as exc:  # noqa: BLE001 - a failure of the whole batch is every collected job's failure

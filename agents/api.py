@@ -40,7 +40,6 @@ from agents.run_config import TrainConfig, config_dict, config_yaml, final_metri
 from agents.train import Callback, Member, Trainer, TrainResult
 from envs.vector import EnvConfig, make_vec_env
 
-ENV_KEYS = tuple(f.name for f in dataclasses.fields(EnvConfig) if f.name != "id")
 AGENT_KEYS = tuple(f.name for f in dataclasses.fields(PPOConfig))
 
 

@@ -48,6 +48,11 @@ JOBLIB_WORKERS = 2
 METHODS = ("population", "population, one process", "joblib")
 
 
+def slug(method: str) -> str:
+    """A method's name as a folder name (Hydra reads a comma in an override as a sweep)."""
+    return method.replace(", ", "-").replace(" ", "-")
+
+
 def launcher_overrides(method: str) -> list[str]:
     if method == "population":
         return ["hydra/launcher=population", f"hydra.launcher.n_jobs={JOBLIB_WORKERS}", "torch_threads=1"]
@@ -124,7 +129,7 @@ def equivalence(tmp: Path, env: str, steps: Optional[int], seeds: Sequence[int])
         ([f"total_timesteps={steps}"] if steps is not None else [])
     got = {}
     for method in ("population", "joblib"):
-        sweep_dir = tmp / f"equivalence-{env}-{method}"
+        sweep_dir = tmp / f"equivalence-{env}-{slug(method)}"
         multirun(method, overrides, sweep_dir)
         got[method] = list(finals(sweep_dir).values())
     return {"env": env, "seeds": [seeds[0], seeds[-1]], **compare(got["population"], got["joblib"])}
@@ -145,7 +150,7 @@ def run_sweep(args) -> dict:
         last: dict = {}
         for r in range(args.repeats):
             for method in METHODS:
-                sweep_dir = tmp / f"{method}-{r}"
+                sweep_dir = tmp / f"{slug(method)}-{r}"
                 run = multirun(method, overrides, sweep_dir)
                 walls[method].append(run["wall_seconds"])
                 rss[method].append(run["peak_rss_mb"])

@@ -209,3 +209,14 @@ def test_the_example_script_runs(tmp_path):
     model = PPO.load(tmp_path / "runs" / "quickstart.pt")
     obs = np.random.default_rng(0).normal(size=(50, 4)).astype(np.float32)
     assert np.array_equal(exported(torch.from_numpy(obs)).numpy(), model.predict(obs))
+
+
+def test_the_python_api_imports_no_hydra(tmp_path):
+    """Training, saving and loading from Python never import Hydra (nor the Hydra entry points)."""
+    script = ("import sys\nfrom agents import PPO\nm = PPO('CartPole-v1', num_envs=2, num_steps=16, eval_episodes=2)\n"
+              "m.learn(64)\nm.save('m.pt')\nPPO.load('m.pt').predict([0.0, 0.0, 0.0, 0.0])\n"
+              "print(sorted({k.split('.')[0] for k in sys.modules} & {'hydra', 'experiments'}))")
+    out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                         env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"

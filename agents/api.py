@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from agents.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from agents.checkpoint import CHECKPOINT_NAME, FORMAT_VERSION, load_checkpoint, save_checkpoint
 from agents.config import ConfigError, PPOConfig, first_line, is_int
 from agents.evaluation import EvalResult, evaluate_policy
 from agents.export import DeterministicPolicy, export_policy
@@ -179,12 +179,12 @@ class PPO:
 
     @classmethod
     def tuned(cls, task: str, **kwargs) -> "PPO":
-        """An agent with a task word's tuned settings (``conf/tuned/<task>.yaml``: e.g. ``"halfcheetah"``,
-        ``"lunarlander"``), as ``python -m experiments.train env=<task>`` runs it; ``kwargs`` (any of ``PPO``'s)
-        override them. ``learn()`` with no number trains for the tuned budget."""
+        """An agent with a task word's tuned settings (``conf/env/<task>.yaml`` and ``conf/tuned/<task>.yaml``: e.g.
+        ``"halfcheetah"``, ``"lunarlander"``), the env and agent settings ``python -m experiments.train
+        env=<task>`` uses; ``kwargs`` (any of ``PPO``'s, ``seed`` included) override them. ``learn()`` with no
+        number trains for the tuned budget."""
         settings = tuned_settings(task)
-        env_keys = {k: kwargs.pop(k) for k in ("num_envs",) if k in kwargs}
-        model = cls(EnvConfig(**settings["env"]), **env_keys, **{**settings.get("agent", {}), **kwargs})
+        model = cls(EnvConfig(**settings["env"]), **{**settings.get("agent", {}), **kwargs})
         model.budget = settings.get("total_timesteps", TrainConfig.total_timesteps)
         return model
 
@@ -242,12 +242,15 @@ class PPO:
             raise ConfigError(f"total_timesteps={total_timesteps!r} is invalid: must be an integer ≥ 0")
         eval_cfg = to_train_config({**config_dict(self.config), "eval": {
             "episodes": self.config.eval.episodes, "every": eval_every, "stop_return": stop_return}}).eval
+        if callable(callbacks):
+            callbacks = [callbacks]
         trainer = self.trainer
         trainer.set_budget(trainer.global_step + total_timesteps)
+        trainer.state[0].stopped_under = None  # a stop_return reached by an earlier learn does not hold this one
         trainer.eval_every = eval_cfg.every
         member = trainer.members[0]
         member.stop_return = eval_cfg.stop_return
-        self.config.total_timesteps = trainer.total_timesteps
+        self.config.total_timesteps = max(trainer.total_timesteps, trainer.batch_size)  # a valid run config
         member.run_info = {"config": config_dict(self.config)}
         trainer.progress = progress
         logger = None
@@ -261,15 +264,14 @@ class PPO:
         member.logger = logger
         try:
             result = trainer.run(callbacks=callbacks)
+            if logger is not None:
+                finals = final_metrics(result)
+                logger.hparams(hparams_of(self.config), {k: v for k, v in finals.items() if v == v})
         finally:
             self._inference = None
+            member.logger, member.checkpoint_path = None, None
             if logger is not None:
-                member.logger = None
-        if logger is not None:
-            finals = final_metrics(result)
-            logger.hparams(hparams_of(self.config), {k: v for k, v in finals.items() if v == v})
-            logger.close()
-        member.checkpoint_path = None
+                logger.close()
         return result
 
     # --- saving and loading ------------------------------------------------------------------------------------
@@ -284,6 +286,10 @@ class PPO:
         (a population member's too). Training it further continues the run: exactly where the checkpoint holds
         the env state, else from fresh episodes (``exact`` says which)."""
         state = load_checkpoint(path, key="path")
+        if state["format"] != FORMAT_VERSION:
+            raise ConfigError(f"path={str(path)!r} is invalid: the checkpoint was written by an older version of this "
+                              f"package (format {state['format']}, now {FORMAT_VERSION}), whose training state cannot "
+                              "be restored; python -m experiments.evaluate still reads it")
         config, _ = load_policy(state, key="path")
         model = cls.__new__(cls)
         model._setup(config, checkpoint=state)
@@ -302,8 +308,12 @@ class PPO:
     def predict(self, obs: Any, deterministic: bool = True) -> np.ndarray:
         """The action for one observation (``[obs_dim]``) or a batch (``[B, obs_dim]``), as the env takes it: an
         index (``Discrete``, its ``start`` added) or a vector clipped to the ``Box`` bounds (as training clips)."""
-        arr = np.asarray(obs, dtype=np.float32)
         obs_dim = self.trainer.spec.obs_dim
+        try:
+            arr = np.asarray(obs, dtype=np.float32)
+        except (TypeError, ValueError):
+            raise ConfigError(f"obs is invalid: give numbers, one observation [{obs_dim}] or a batch "
+                              f"[B, {obs_dim}]") from None
         if arr.ndim not in (1, 2) or arr.shape[-1] != obs_dim:
             raise ConfigError(f"obs has shape {arr.shape}: give one observation [{obs_dim}] or a batch "
                               f"[B, {obs_dim}]")

@@ -77,7 +77,8 @@ class IterationInfo:
 Callback = Callable[[IterationInfo], Optional[bool]]
 """Called once per iteration (per member) with an ``IterationInfo``, after the iteration's scalars are logged and
 before its checkpoint: return False to stop training that member (like Stable-Baselines3's ``_on_step``); None or
-True go on. Early stopping, custom logging, saving the best model (``info.trainer.save(info.member)``)."""
+True go on. Early stopping, custom logging, keeping the best model (e.g. ``agents.checkpoint.save_checkpoint(
+info.trainer.member_state_dict(info.member), "best.pt")``, or the Python API's ``model.save``)."""
 
 
 def nonfinite_members(values: dict[str, Any], members: int) -> dict[int, str]:
@@ -343,7 +344,7 @@ class Trainer:
         results = [TrainResult(st.global_step, st.iteration) for st in self.state]
         callbacks = list(callbacks)
         for k, st in enumerate(self.state):
-            st.active, st.finished = not self._already_stopped(k), False
+            st.active, st.finished, st.error = not self._already_stopped(k), False, None
         interrupted = False
         try:
             while self.iteration < self.num_iterations and any(st.active for st in self.state):
@@ -393,7 +394,7 @@ class Trainer:
                             ending.append(k)
                 for k, values in scalars.items():
                     self._scalars(k, values)
-                    info = IterationInfo(self, k, self.iteration, self.global_step, values)
+                    info = IterationInfo(self, int(k), self.iteration, self.global_step, values)
                     if [cb(info) for cb in callbacks].count(False) and self.state[k].active:
                         self.state[k].active = False
                         results[k].stopped_by_callback = True

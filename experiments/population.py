@@ -210,15 +210,14 @@ def job_scope(job: PopulationJob) -> Iterator[None]:
 
 
 def spread_over_workers(groups: list[list[int]], jobs: Sequence[PopulationJob], n_jobs: int) -> list[list[int]]:
-    """With ``n_jobs`` workers, split the largest populations in halves until every worker has one (a resumed job
-    stays alone): two populations of 24 on two cores train faster than one of 48 on both."""
-    parts = [list(g) for g in groups]
-    while len(parts) < n_jobs:
-        largest = max(range(len(parts)), key=lambda i: len(parts[i]))
-        if len(parts[largest]) < 2 or _is_solo(jobs[parts[largest][0]].cfg):
-            break
-        half = (len(parts[largest]) + 1) // 2
-        parts[largest:largest + 1] = [parts[largest][:half], parts[largest][half:]]
+    """With ``n_jobs`` workers, split the populations into near-equal parts, each in proportion to its share of the
+    members, so that every worker has one (two populations of 24 on two cores train faster than one of 48 on
+    both); a resumed job stays alone."""
+    total = sum(len(g) for g in groups)
+    parts: list[list[int]] = []
+    for group in groups:
+        share = 1 if _is_solo(jobs[group[0]].cfg) else max(1, n_jobs * len(group) // total)
+        parts += _split(list(group), math.ceil(len(group) / share))
     return parts
 
 
@@ -278,6 +277,8 @@ def _train_in_workers(jobs: Sequence[PopulationJob], groups: list[list[int]], wo
 
     def work(parts: list[list[int]]) -> None:
         os.setpgid(0, 0)
+        for sig in (signal.SIGINT, signal.SIGTERM):  # not the parent's forwarding handler: a signal outside a
+            signal.signal(sig, signal.SIG_DFL)        # training loop ends the worker, inside it StopFlag checkpoints
         for members in parts:
             try:
                 results = _train_part(jobs, members)
@@ -285,8 +286,8 @@ def _train_in_workers(jobs: Sequence[PopulationJob], groups: list[list[int]], wo
                 results = [_failed(exc)] * len(members)
             for index, outcome in zip(members, results):
                 try:
-                    pickle.dumps(outcome)
-                except Exception:  # noqa: BLE001 - an exception that cannot cross processes: its one line does
+                    pickle.loads(pickle.dumps(outcome))
+                except Exception:  # noqa: BLE001 - an outcome that cannot cross processes: its one line does
                     outcome = RuntimeError(first_line(outcome))
                 queue.put((index, outcome))
 
@@ -297,7 +298,7 @@ def _train_in_workers(jobs: Sequence[PopulationJob], groups: list[list[int]], wo
     def forward(sig, frame) -> None:
         signum.append(sig)
         for proc in procs:
-            if proc.is_alive():
+            if proc.pid is not None and proc.exitcode is None:
                 os.kill(proc.pid, sig)
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -310,19 +311,28 @@ def _train_in_workers(jobs: Sequence[PopulationJob], groups: list[list[int]], wo
                 outcomes[index] = outcome
                 received.add(index)
             time.sleep(0.05)
-        for proc in procs:
-            proc.join()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    codes = [proc.exitcode for proc in procs if proc.exitcode]
-    if signum or codes:
+        for proc in procs:  # on an error here, no worker goes on training unseen
+            if proc.pid is not None and proc.exitcode is None:
+                proc.terminate()
+            if proc.pid is not None:
+                proc.join()
+    if signum:
         from experiments.run import SIGNAL_EXIT_CODES
 
-        missing = [i for i in range(len(jobs)) if i not in received and any(i in g for g in groups)]
-        log.info(f"{len(missing)} job(s) stopped before their end (their checkpoints are written; continue each with "
-                 "resume=<its folder>)")
-        sys.exit(SIGNAL_EXIT_CODES.get(signum[0], 1) if signum else codes[0])
+        log.info("interrupted: every training member wrote its checkpoint; continue one with resume=<its folder> "
+                 "allow_inexact_resume=true (README, Population sweeps)")
+        sys.exit(SIGNAL_EXIT_CODES.get(signum[0], 1))
+    for proc in procs:
+        if proc.exitcode:  # a worker that died (killed, out of memory): its jobs not yet reported fail
+            code = proc.exitcode if proc.exitcode > 0 else 128 - proc.exitcode
+            lost = RuntimeError(f"the population worker training this job exited with code {code}")
+            for members in loads[procs.index(proc)]:
+                for index in members:
+                    if index not in received:
+                        outcomes[index] = _failed(lost)
 
 
 TIMING = re.compile(r"population of (\d+) trained in ([0-9.]+) s: rollout ([0-9.]+) s, update ([0-9.]+) s, "

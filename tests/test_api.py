@@ -220,3 +220,18 @@ def test_the_python_api_imports_no_hydra(tmp_path):
                          env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_learn_edge_budgets_and_a_reached_stop_return(tmp_path):
+    """learn(0) and a budget under one batch leave a valid run config (save → load works); a stop_return reached by
+    one learn does not keep the next from training; a single callable is accepted as the callbacks."""
+    model = PPO("CartPole-v1", seed=0, num_envs=2, num_steps=16, eval_episodes=2)
+    model.learn(0)
+    model.learn(5)
+    assert model.num_timesteps == 0
+    PPO.load(model.save(tmp_path / "m.pt"))
+    first = model.learn(160, stop_return=0.0, eval_every=1)
+    assert first.global_step == 32
+    calls = []
+    again = model.learn(64, stop_return=0.0, eval_every=1, callbacks=calls.append)
+    assert again.global_step == 64 and [i.global_step for i in calls] == [64]

@@ -328,7 +328,8 @@ def _train_in_workers(jobs: Sequence[PopulationJob], groups: list[list[int]], wo
     for proc in procs:
         if proc.exitcode:  # a worker that died (killed, out of memory): its jobs not yet reported fail
             code = proc.exitcode if proc.exitcode > 0 else 128 - proc.exitcode
-            lost = RuntimeError(f"the population worker training this job exited with code {code}")
+            lost = ChildProcessError(f"the population worker training this job exited with code {code} (killed, or "
+                                     "out of memory?); its last periodic checkpoint is kept")
             for members in loads[procs.index(proc)]:
                 for index in members:
                     if index not in received:

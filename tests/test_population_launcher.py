@@ -292,6 +292,34 @@ def test_sigterm_reaches_every_worker_and_every_member_checkpoints(tmp_path):
     assert "resume=<its folder>" in out + err
 
 
+def test_a_killed_worker_fails_only_its_own_jobs(tmp_path):
+    """A worker killed from outside (as the OOM killer would) fails its own unreported jobs, each in one line; the
+    other worker's population trains to its end."""
+    import signal
+    import time
+
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    proc = subprocess.Popen([sys.executable, "-m", "experiments.train", "-m", "hydra/launcher=population",
+                             "hydra.launcher.n_jobs=2", "seed=0,1,2,3", "env=bandit", "total_timesteps=60000",
+                             "eval.episodes=4", f"hydra.sweep.dir={tmp_path}"], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    workers: list[int] = []
+    while time.time() < deadline and (len(workers) < 2 or len(list(tmp_path.glob("*/tb/events.*"))) < 4):
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+        workers = [int(pid) for pid in children.read_text().split()] if children.exists() else []
+        time.sleep(0.1)
+    assert len(workers) == 2
+    os.kill(workers[0], signal.SIGKILL)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 2, err[-3000:]
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert errors and all("exited with code 137" in line for line in errors), errors
+    finished = [p for p in tmp_path.iterdir() if (p / "checkpoint.pt").is_file()
+                and load_checkpoint(p)["final_eval"] is not None]
+    assert len(finished) == 2  # the surviving worker's population of two
+
+
 def test_register_outside_a_collecting_launcher_is_refused():
     assert not population.is_collecting()
     with pytest.raises(RuntimeError):

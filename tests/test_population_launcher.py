@@ -258,7 +258,8 @@ def test_worker_processes_train_the_same_runs(sweep, tmp_path):
     assert "populations trained in" in proc.stdout and "by 2 workers" in proc.stdout
     for clip in CLIPS:
         for seed in SEEDS:
-            ours, theirs = load_checkpoint(tmp_path / job_name(clip, seed)), load_checkpoint(root / job_name(clip, seed))
+            ours = load_checkpoint(tmp_path / job_name(clip, seed))
+            theirs = load_checkpoint(root / job_name(clip, seed))
             assert ours["global_step"] == theirs["global_step"] == 256
             assert ours["final_eval"]["returns"].tolist() == pytest.approx(theirs["final_eval"]["returns"].tolist())
             curve = [v for _, v in read_scalars(tmp_path / job_name(clip, seed) / "tb")["losses/policy_loss"]]

@@ -43,11 +43,10 @@ from envs.vector import EnvConfig, make_vec_env
 AGENT_KEYS = tuple(f.name for f in dataclasses.fields(PPOConfig))
 
 
-def make_trainer(cfgs: Sequence[TrainConfig], envs, members: Sequence[Member]) -> Trainer:
-    """The trainer of one run or of a population of runs (``members``, one per config; their configs equal outside
-    the per-member keys), on ``envs`` (``len(members) × num_envs`` sub-envs), with evaluation envs like the
-    training ones. The one place both front doors build a trainer."""
-    tc = cfgs[0]
+def make_trainer(tc: TrainConfig, envs, members: Sequence[Member]) -> Trainer:
+    """The trainer of one run or of a population of runs (``members``; ``tc`` is the first one's run config, the
+    others equal to it outside the per-member keys), on ``envs`` (``len(members) × num_envs`` sub-envs), with
+    evaluation envs like the training ones. The one place both front doors build a trainer."""
     env_cfg = tc.env
     return Trainer.population(members, envs, tc.total_timesteps, make_eval_envs=lambda n: make_vec_env(env_cfg, n),
                               eval_every=tc.eval.every, eval_episodes=tc.eval.episodes, progress=tc.progress)
@@ -202,7 +201,7 @@ class PPO:
         try:
             member = Member(config.agent, config.seed, run_info={"config": config_dict(config)},
                             checkpoint_every=config.checkpoint_every)
-            self.trainer = make_trainer([config], self.envs, [member])
+            self.trainer = make_trainer(config, self.envs, [member])
             self.trainer.set_budget(0)
             self.exact = True
             """Whether training continues exactly as the run that wrote the loaded checkpoint would have."""

@@ -371,19 +371,18 @@ class Trainer:
                 self.iteration = iteration
                 self.global_step += self.batch_size
                 logged = [k for k in np.flatnonzero(active) if self.state[k].active]  # not failed just now
-                watched = callbacks or any(self.members[k].logger is not None for k in logged)
-                scalars: dict[int, dict[str, float]] = {}
+                scalars: dict[int, dict[str, float]] = {}  # only for members someone reads them for
                 for k in logged:
                     st = self.state[k]
                     st.iteration, st.global_step = self.iteration, self.global_step
                     st.recent_returns.extend(stats.returns[k])
-                    if watched:
+                    if callbacks or self.members[k].logger is not None:
                         scalars[k] = self._iteration_scalars(k, metrics, stats, lrs[k], t1 - t0, t2 - t1, start,
                                                              steps_at_start)
                 ending = []  # members that stop at this iteration: by stop_return, or by a callback
                 if logged and self.eval_every and iteration % self.eval_every == 0 and iteration < self.num_iterations:
                     for k, ev in zip(logged, self.evaluate_members(logged, self.eval_episodes)):
-                        if watched:
+                        if k in scalars:
                             scalars[k].update({"eval/mean_return": ev.mean, "eval/std_return": ev.std})
                         stop_return = self.members[k].stop_return
                         if stop_return is not None and ev.mean >= stop_return:

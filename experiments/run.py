@@ -309,7 +309,7 @@ def build_trainer(plans: Sequence[RunPlan], envs) -> Trainer:
     """The trainer of one run, or of a population of runs (their configs equal outside the per-member keys)."""
     tc, key = plans[0].train_cfg, plans[0].checkpoint_key
     with checkpoint_errors(key):
-        trainer = make_trainer([plan.train_cfg for plan in plans], envs, [plan.member() for plan in plans])
+        trainer = make_trainer(tc, envs, [plan.member() for plan in plans])
         resumed = plans[0].state  # a resumed run is a population of one
         if resumed is not None and not trainer.load_state_dict(resumed, tc.allow_inexact_resume):
             log.warning("resume: the checkpoint could not capture the env state; continuing from freshly reset "

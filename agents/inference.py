@@ -165,12 +165,32 @@ def _draw(rng: Rngs, shape: tuple, draw: Callable[[np.random.Generator, tuple], 
     return draw(rng, shape)
 
 
+def _uniforms(g: np.random.Generator, shape: tuple) -> np.ndarray:
+    return g.random(shape, dtype=np.float32)
+
+
+def _normals(g: np.random.Generator, shape: tuple) -> np.ndarray:
+    return g.standard_normal(shape, dtype=np.float32)
+
+
+def draw_noise(rng: Rngs, steps: int, shape: tuple, discrete: bool) -> np.ndarray:
+    """The noise ``select_actions`` would draw in ``steps`` successive calls for ``params`` of ``shape``, drawn
+    at once: ``[steps, *shape]``, and ``select_actions(…, noise=out[t])`` takes exactly the actions of its t-th
+    call (NumPy's generators hand out their values one after another, however the draws are split). One call per
+    rollout instead of one (per member) per step."""
+    fill = _uniforms if discrete else _normals
+    if isinstance(rng, (list, tuple)):  # member k's T steps from its own generator: [P, T, …] → [T, P, …]
+        return np.stack([fill(g, (steps,) + tuple(shape[1:])) for g in rng], axis=1)
+    return fill(rng, (steps,) + tuple(shape))
+
+
 def select_actions(params: np.ndarray, log_std: Optional[np.ndarray], rng: Rngs,
-                   deterministic: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                   deterministic: bool = False, noise: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
     """Sample (or, deterministic, take the mode of) actions; returns (actions, log π(actions)).
 
     ``params`` is ``[B, A]`` (one policy) or ``[P, B, A]`` (a population, with ``log_std`` ``[P, A]`` and one
-    generator per member in ``rng``)."""
+    generator per member in ``rng``). ``noise`` (shaped as ``params``: one step of ``draw_noise``) is used instead
+    of drawing from ``rng``."""
     if log_std is None:
         logp_all = _log_softmax(params)
         if deterministic:
@@ -178,7 +198,7 @@ def select_actions(params: np.ndarray, log_std: Optional[np.ndarray], rng: Rngs,
         else:  # Gumbel-max: argmax(log p + G) is a sample of the categorical distribution. A float32 uniform is
             # exactly 0 once in 2**24 draws (a few times per long run): the smallest positive float stands in
             # for it, so G stays finite and no log(0) warning is printed.
-            u = _draw(rng, params.shape, lambda g, s: g.random(s, dtype=np.float32))
+            u = _draw(rng, params.shape, _uniforms) if noise is None else noise
             u = np.maximum(u, np.finfo(np.float32).tiny)
             actions = (logp_all - np.log(-np.log(u))).argmax(axis=-1)
         return actions, np.take_along_axis(logp_all, actions[..., None], axis=-1)[..., 0]
@@ -187,7 +207,7 @@ def select_actions(params: np.ndarray, log_std: Optional[np.ndarray], rng: Rngs,
     if deterministic:
         actions = params.astype(np.float32, copy=True)
     else:
-        noise = _draw(rng, params.shape, lambda g, s: g.standard_normal(s, dtype=np.float32))
+        noise = _draw(rng, params.shape, _normals) if noise is None else noise
         actions = (params + np.exp(log_std) * noise).astype(np.float32)
     z = (actions - params) * np.exp(-log_std)
     logp = (-0.5 * z * z - log_std - _LOG_SQRT_2PI).sum(axis=-1)

@@ -15,6 +15,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import torch
 
+from agents.allocator import keep_freed_memory
 from agents.config import PPOConfig, check_population
 from agents.losses import compute_ppo_total_loss, sample_mean
 from agents.networks import PolicyPopulation, build_policy, build_population
@@ -89,6 +90,7 @@ class PPOAgent:
         self.rngs = [rngs] if isinstance(rngs, np.random.Generator) else list(rngs)
         cfg = self.cfg = self.cfgs[0]
         check_population(self.cfgs)
+        keep_freed_memory()  # a population's activations are MBs, allocated and freed every minibatch step
         P = self.members = len(self.cfgs)
         if network_seeds is None:  # members drawn one after another from torch's current generator
             self.policy = PolicyPopulation([build_policy(obs_dim, action_dim, discrete, **cfg.network())

@@ -22,7 +22,7 @@ from gymnasium.vector import AutoresetMode
 
 from agents.config import ConfigError
 from agents.gae import compute_gae, compute_group_advantages
-from agents.inference import Inference, select_actions
+from agents.inference import Inference, draw_noise, select_actions
 from agents.normalization import ObsNormalizer, RewardScaler
 from agents.spaces import SpaceSpec, check_autoreset, vector_space_spec
 
@@ -198,10 +198,13 @@ class Collector:
         buf.truncated_next_values.clear()
         stats = EpisodeStats.empty(self.members)
         obs, prev_done = self.obs, self.prev_done
+        noise = None
         for t in range(buf.num_steps):
             params = inference.dist_params(obs)
             buf.values[t] = inference.value(obs).reshape(E)
-            actions, logp = select_actions(params, inference.log_std, rngs)
+            if noise is None:  # the rollout's noise in one draw per member (the same numbers as step by step)
+                noise = draw_noise(rngs, buf.num_steps, params.shape, inference.log_std is None)
+            actions, logp = select_actions(params, inference.log_std, rngs, noise=noise[t])
             actions = actions.reshape(E, *actions.shape[2:])
             buf.obs[t] = obs.reshape(E, -1)
             buf.actions[t] = actions

@@ -70,6 +70,8 @@ class _HeldJobEnd:
         """Fire the held ``on_job_end`` calls in job order, each with its job's ``HydraConfig`` set (as
         ``run_job`` fires it)."""
         held, self._held = self._held, []
+        if not getattr(self._callbacks, "callbacks", True):  # Hydra's Callbacks with none configured: no one
+            return                                          # to call (setting each job's HydraConfig copies it)
         for config, job_return, kwargs in held:
             previous = HydraConfig.instance().cfg
             HydraConfig.instance().set_config(config)

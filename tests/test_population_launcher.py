@@ -379,7 +379,8 @@ def test_members_continue_as_the_readme_says(sweep, tmp_path):
 
 
 def test_jobs_compose_exactly_as_under_the_basic_launcher(tmp_path):
-    """The launcher composes each distinct set of config files once (``_reuse_compositions``): every job's recorded
+    """The launcher builds each distinct defaults list and composes each distinct set of config files once
+    (``_reuse_defaults_lists``, ``_reuse_compositions``): every job's recorded
     config, overrides and choices equal those of the same sweep under Hydra's basic launcher."""
     args = ["-m", "env=bandit,cartpole", "agent.clip_ratio=0.1,0.2", "total_timesteps=256", "eval.episodes=2",
             "agent.num_steps=16", "env.num_envs=2"]

@@ -93,6 +93,7 @@ def _remember_compositions(loader: Any, store: dict) -> None:
         return
     compose = getattr(loader, "_population_compose", loader.load_sweep_config)
     _reuse_compositions(loader)
+    _reuse_defaults_lists()
 
     def load_sweep_config(master_config: DictConfig, sweep_overrides: List[str]) -> DictConfig:
         cfg = compose(master_config, sweep_overrides)
@@ -126,6 +127,45 @@ def _reuse_compositions(loader: Any) -> None:
 
     loader._population_defaults_cache = cache
     loader._compose_config_from_defaults_list = compose_once
+
+
+def _reuse_defaults_lists() -> None:
+    """Build each distinct defaults list once. Which config files a job is made of (its defaults list) depends on
+    the primary config, the config search path and the job's config-group overrides (``env=hopper``,
+    ``hydra/launcher=…``), not on its value overrides (``seed=3``): Hydra's defaults-list interpolations may only
+    name group choices. Hydra's loader nevertheless builds the list anew for every job, loading and parsing every
+    config file again (the larger part of composing a job here). This wraps hydra-core 1.3's internal
+    ``create_defaults_list`` (as ``config_loader_impl`` calls it) so the list is built once per distinct group
+    overrides and each job still gets its own ``Overrides`` (its value overrides, classified by Hydra's code).
+    Without that internal function, nothing changes."""
+    try:
+        from hydra._internal import config_loader_impl
+        from hydra._internal.defaults_list import DefaultsList, Overrides
+    except ImportError:
+        return
+    build = getattr(config_loader_impl, "create_defaults_list", None)
+    if build is None or getattr(build, "population_cache", None) is not None:
+        return
+    cache: dict = {}
+
+    def create_defaults_list(repo: Any, config_name: Optional[str], overrides_list: List[Any], prepend_hydra: bool,
+                             skip_missing: bool) -> Any:
+        groups = [o for o in overrides_list if not o.is_sweep_override() and not isinstance(o.value(), dict)
+                  and repo.group_exists(o.key_or_group)]
+        key = (tuple((s.provider, s.path) for s in repo.get_sources()), config_name, prepend_hydra, skip_missing,
+               tuple(o.input_line for o in groups))
+        if key not in cache:
+            cache[key] = build(repo=repo, config_name=config_name, overrides_list=groups, prepend_hydra=prepend_hydra,
+                               skip_missing=skip_missing)
+        built = cache[key]
+        overrides = Overrides(repo=repo, overrides_list=overrides_list)
+        overrides.known_choices = dict(built.overrides.known_choices)
+        overrides.known_choices_per_group = dict(built.overrides.known_choices_per_group)
+        return DefaultsList(defaults=list(built.defaults), defaults_tree=built.defaults_tree,
+                            config_overrides=overrides.config_overrides, overrides=overrides)
+
+    create_defaults_list.population_cache = cache  # type: ignore[attr-defined]
+    config_loader_impl.create_defaults_list = create_defaults_list
 
 
 def _settle(ret: JobReturn, outcome: Any) -> None:

@@ -180,8 +180,8 @@ def draw_noise(rng: Rngs, steps: int, shape: tuple, discrete: bool) -> np.ndarra
     rollout instead of one (per member) per step."""
     fill = _uniforms if discrete else _normals
     if isinstance(rng, (list, tuple)):  # member k's T steps from its own generator: [P, T, …] → [T, P, …]
-        return np.stack([fill(g, (steps,) + tuple(shape[1:])) for g in rng], axis=1)
-    return fill(rng, (steps,) + tuple(shape))
+        return np.moveaxis(_draw(rng, (len(rng), steps) + tuple(shape[1:]), fill), 0, 1)
+    return _draw(rng, (steps,) + tuple(shape), fill)
 
 
 def select_actions(params: np.ndarray, log_std: Optional[np.ndarray], rng: Rngs,

@@ -190,6 +190,14 @@ def test_mistakes_are_one_error_line(tmp_path, capsys, argv, needle):
     assert needle in captured.err
 
 
+def test_population_is_a_scores_option(capsys):
+    with pytest.raises(SystemExit) as exc:
+        benchmark.parse_args(["--mode", "sweep", "--population"])
+    assert exc.value.code == 2 and "--population is for --mode scores" in capsys.readouterr().err
+    assert benchmark.parse_args(["--mode", "scores", "--population"]).population is True
+    assert benchmark.parse_args(["--mode", "scores"]).population is False
+
+
 def test_mode_all_does_not_include_scores():
     assert "scores" not in benchmark.MODES
     assert benchmark.parse_args(["--mode", "scores"]).seeds == 3
@@ -228,3 +236,48 @@ def test_status_against_anchors():
     assert judge(400, 100_000, [cleanrl])[:2] == ("n/a", cleanrl)  # fewer steps, worse: not comparable
     assert judge(500, 1_000_000, [cleanrl])[:2] == ("n/a", None)  # more steps than the anchor: not comparable
     assert judge(1.0, 1000, [])[:2] == ("n/a", None)
+
+
+def test_population_trains_a_tasks_seeds_in_one_process_and_its_members_resume_one_by_one(repo_root, tmp_path):
+    out = tmp_path / "scores"
+    args = ("--envs", "cartpole", "--seeds", "2", "--steps", "40960", "--override", "checkpoint_every=4",
+            "--population")
+    seeds = [1000, 1001]
+    runs = [out / "cartpole" / f"seed={seed}" for seed in seeds]
+    proc = subprocess.Popen([*BENCH, "--out", str(out), *args], cwd=repo_root, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not all((run / "checkpoint.pt").is_file() for run in runs):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, stderr[-2000:]
+    assert "start  cartpole seeds 1000, 1001 as one population" in stdout
+    assert "start  cartpole seed=" not in stdout  # not one process per seed
+    records = [json.loads((run / "scores_run.json").read_text()) for run in runs]
+    first = [r["attempts"][0] for r in records]
+    assert [a["population"] for a in first] == [seeds, seeds] and first[0]["command"] == first[1]["command"]
+    assert "hydra/launcher=population" in first[0]["command"] and "seed=1000,1001" in first[0]["command"]
+    for run, seed in zip(runs, seeds):  # each member wrote its own run folder, as a solo run does
+        assert f"seed: {seed}\n" in (run / ".hydra" / "config.yaml").read_text()
+        assert 0 < torch.load(run / "checkpoint.pt", weights_only=True)["global_step"] < 40_960
+        assert "population.log" in (run / "console.log").read_text()
+    assert "interrupted at step" in (out / "cartpole" / "population.log").read_text()
+
+    again = bench(repo_root, out, *args)  # members continue one by one from their own checkpoints
+    assert again.returncode == 0, again.stderr[-2000:]
+    for seed in seeds:
+        assert f"resume cartpole seed={seed} from step " in again.stdout
+    results = json.loads((out / "scores.json").read_text())
+    row = results["tasks"][0]
+    check_row(row, independent(out, "cartpole", seeds), seeds)
+    assert results["meta"]["population"] is True
+    assert [r["population"] for r in row["runs"]] == [seeds, seeds] and row["wall_seconds"]["population"] == 2
+    assert all(r["resumed"] and r["attempts"] == 2 for r in row["runs"])
+    assert all(r["steps"] == 40_960 for r in row["runs"])
+    assert "2 seeds in one process" in (out / "scores.md").read_text()

@@ -99,7 +99,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--envs", default=None, metavar="WORD[,WORD...]",
                    help="scores: tasks to train, config names of conf/env/ (e.g. cartpole,acrobot,halfcheetah), "
                         "or 'all' (every one with a published anchor)")
-    p.add_argument("--jobs", type=int, default=2, help="scores: training runs at a time (default 2)")
+    p.add_argument("--jobs", type=int, default=2,
+                   help="scores: training processes at a time (default 2; each a run, or with --population a "
+                        "task's population)")
+    p.add_argument("--population", action="store_true",
+                   help="scores: train a task's seeds as one population (hydra/launcher=population) in one "
+                        "process, instead of one process per seed; interrupted members resume one by one")
     p.add_argument("--out", type=Path, default=Path("outputs") / "scores",
                    help="scores: where the runs go, as <out>/<word>/seed=<seed>/, with scores.json, scores.md and "
                         "<word>/learning_curves.png (default outputs/scores); rerun into the same --out to "
@@ -118,6 +123,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         p.error("--first-seed must be ≥ 0")
     if args.seeds is None:
         args.seeds = {SCORES_MODE: 3, SWEEP_MODE: 20}.get(args.mode, 10)
+    if args.population and args.mode != SCORES_MODE:
+        p.error(f"--population is for --mode {SCORES_MODE} (the sweep mode times the population launcher itself)")
     if args.eval_episodes is None and args.mode != SCORES_MODE:  # scores picks it per task
         args.eval_episodes = 100
     return args

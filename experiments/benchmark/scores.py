@@ -4,7 +4,11 @@ Each task (a config name of ``conf/env/``: cartpole, acrobot, …, halfcheetah, 
 config for its own budget (the composed config's ``total_timesteps``; ``--steps`` overrides it for short runs) by
 the real entry point, ``python -m experiments.train env=<word> seed=<seed> …``, one fresh process per run and
 ``--jobs`` runs at a time (default 2), each with ``torch_threads=1`` and ``progress=false``, into
-``<--out>/<word>/seed=<seed>/`` (default ``outputs/scores/``).
+``<--out>/<word>/seed=<seed>/`` (default ``outputs/scores/``). With ``--population``, a task's seeds are trained by
+one process as one population (``-m seed=… hydra/launcher=population``; each member writes its run folder as a
+solo run would, its output in ``<out>/<word>/population.log``), ``--jobs`` such processes at a time: the same
+algorithm per seed, for a fraction of the CPU time where per-call overhead dominates (small networks); each row
+says when its seeds shared a process, and its wall is then the population's.
 
 - **Seeds** are fresh: ``--seeds`` of them from ``--first-seed`` (default 1000). The tuned configs were tuned on
   seeds 0–39; seeds that overlap them are refused.
@@ -98,8 +102,9 @@ def run_scores(args) -> dict:
     except OSError as exc:
         fail(f"--out {str(out)!r}: {exc.strerror or exc}")
 
-    say(f"scores: {len(tasks)} task(s) × {len(seeds)} seed(s), {args.jobs} run(s) at a time, torch_threads=1, "
-          f"into {out}")
+    how = (f"{args.jobs} process(es) at a time, a task's new seeds as one population" if args.population
+           else f"{args.jobs} run(s) at a time")
+    say(f"scores: {len(tasks)} task(s) × {len(seeds)} seed(s), {how}, torch_threads=1, into {out}")
     say(f"  seeds {_seed_range(seeds)} ({freshness})")
     for t in tasks:
         budget = f"--steps {t.budget:,}" if args.steps is not None else f"the config's total_timesteps {t.budget:,}"
@@ -117,7 +122,7 @@ def run_scores(args) -> dict:
                     else:
                         r.path.mkdir(parents=True, exist_ok=True)
                         todo.append(r)
-            scheduler = Scheduler(args.jobs, lock_fd, args.steps, args.override)
+            scheduler = Scheduler(args.jobs, lock_fd, args.steps, args.override, population=args.population)
             scheduler.run_all(todo)
             if scheduler.signum is not None:
                 code = 128 + scheduler.signum
@@ -129,6 +134,7 @@ def run_scores(args) -> dict:
         "mode": "scores", "argv": list(args.argv), "time": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "machine": machine(), "cpus": os.cpu_count(), "python": platform.python_version(),
         "torch": torch.__version__, "gymnasium": gym.__version__, "extras": versions(), "jobs": args.jobs,
+        "population": args.population,
         "torch_threads": 1, "seeds": seeds, "seed_range": _seed_range(seeds), "freshness": freshness,
         "seeds_fresh": True, "out": str(out), "steps_override": args.steps, "overrides": list(args.override),
         "load_start": load_start, "load_end": os.getloadavg()[0], "std": STD_NOTE, "final": FINAL_NOTE,

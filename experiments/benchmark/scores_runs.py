@@ -1,6 +1,7 @@
 """The score benchmark's runs: one folder per task and seed (its record of attempts, its TensorBoard events, its
 checkpoint), read to know whether it is done, interrupted or new; the commands that start or resume it; and the
-scheduler that runs ``--jobs`` of them at a time and passes SIGINT/SIGTERM on to them."""
+scheduler that runs ``--jobs`` processes at a time — a run each, or with ``--population`` a task's new runs as one
+population (``hydra/launcher=population``) — and passes SIGINT/SIGTERM on to them."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from experiments.sweep_report import read_scalars
 
 RECORD = "scores_run.json"
 CONSOLE = "console.log"
+POPULATION_CONSOLE = "population.log"  # in <out>/<word>/: the output of the task's population processes
 LOCK = ".scores.lock"
 SCORE_TAGS = ("hparams/final_eval_return", "hparams/final_train_return", "eval/mean_return",
               "charts/episodic_return", "charts/learning_rate")
@@ -139,6 +141,17 @@ def start_command(run: RunState, steps: Optional[int], overrides: Sequence[str])
             f"hydra.run.dir={_quote(run.path)}"]
 
 
+def population_command(runs: Sequence[RunState], steps: Optional[int], overrides: Sequence[str]) -> list[str]:
+    """One multirun of the population launcher over the runs' seeds (one task): every member writes into its own
+    run folder what ``start_command`` would have written there."""
+    task = runs[0].task
+    return [sys.executable, "-m", "experiments.train", "-m", f"env={task.word}",
+            "seed=" + ",".join(str(r.seed) for r in runs), f"eval.episodes={task.eval_episodes}", "torch_threads=1",
+            "progress=false", *([f"total_timesteps={steps}"] if steps is not None else []), *overrides,
+            "hydra/launcher=population", f"hydra.sweep.dir={_quote(runs[0].path.parent)}",
+            "hydra.sweep.subdir='seed=${seed}'"]
+
+
 def resume_command(run: RunState, inexact: bool) -> list[str]:
     """``resume=<run folder>`` with only what a resume may change; Hydra writes no second ``.hydra/`` there (the
     run's own config stays the one it started with)."""
@@ -246,11 +259,15 @@ def out_lock(out: Path, wait_s: float = 120.0):
 
 
 class Scheduler:
-    """Runs at most ``jobs`` training processes at a time; on SIGINT/SIGTERM passes SIGTERM on and waits."""
+    """Runs at most ``jobs`` training processes at a time; on SIGINT/SIGTERM passes SIGTERM on and waits. With
+    ``population``, the runs of a task that start from scratch are trained by one process, as one population
+    (interrupted runs are resumed one by one: a member's checkpoint is a solo run's)."""
 
-    def __init__(self, jobs: int, lock_fd: int, steps: Optional[int], overrides: Sequence[str]):
+    def __init__(self, jobs: int, lock_fd: int, steps: Optional[int], overrides: Sequence[str],
+                 population: bool = False):
         self.jobs, self.lock_fd, self.steps, self.overrides = jobs, lock_fd, steps, list(overrides)
-        self.running: dict[Any, tuple[RunState, float, Any]] = {}
+        self.population = population
+        self.running: dict[Any, tuple[list[RunState], float, Any, Path]] = {}
         self.signum: Optional[int] = None
         self.received = self.forwarded = 0
         self.preexec = _die_with_parent()
@@ -261,8 +278,8 @@ class Scheduler:
         self.received += 1
 
     def _forward(self) -> None:
-        """SIGTERM to every running run, once per signal received: the first makes them checkpoint and exit,
-        a second stops them at once."""
+        """SIGTERM to every running process, once per signal received: the first makes its runs checkpoint and
+        exit, a second stops them at once."""
         if self.forwarded == 0:
             say(f"\n{signal.Signals(self.signum).name}: stopping the runs (each checkpoints; rerun the same command "
                 "to continue) …")
@@ -271,12 +288,37 @@ class Scheduler:
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGTERM)
 
-    def launch(self, run: RunState) -> None:
+    def units(self, todo: Sequence[RunState]) -> list[list[RunState]]:
+        """What each process trains: one run, or (``population``) all of a task's new runs together."""
+        if not self.population:
+            return [[run] for run in todo]
+        units: list[list[RunState]] = []
+        fresh: dict[str, list[RunState]] = {}
+        for run in todo:
+            if run.state == "new":
+                if run.task.word not in fresh:
+                    fresh[run.task.word] = []
+                    units.append(fresh[run.task.word])
+                fresh[run.task.word].append(run)
+            else:
+                units.append([run])
+        return units
+
+    def launch(self, runs: list[RunState]) -> None:
         import subprocess
 
-        close_attempts(run)
+        for run in runs:
+            close_attempts(run)
         inexact = False
-        if run.state == "interrupted":
+        if len(runs) > 1:
+            for run in runs:
+                clear_run(run.path)
+            cmd = population_command(runs, self.steps, self.overrides)
+            say(f"  start  {runs[0].task.word} seeds {', '.join(str(r.seed) for r in runs)} as one population")
+            attempt = {"kind": "start", "from_step": 0, "exact": True, "population": [r.seed for r in runs]}
+            console = runs[0].path.parent / POPULATION_CONSOLE
+        elif runs[0].state == "interrupted":
+            run = runs[0]
             step, complete = checkpoint_facts(run.path)
             inexact = complete is not True
             cmd = resume_command(run, inexact)
@@ -287,52 +329,61 @@ class Scheduler:
                          "allow_inexact_resume=true"}[complete]
             say(f"  resume {run.name} from step {step:,} of {run.task.budget:,} ({how})")
             attempt = {"kind": "resume", "from_step": step, "exact": complete}
+            console = run.path / CONSOLE
         else:
-            clear_run(run.path)
-            cmd = start_command(run, self.steps, self.overrides)
-            say(f"  start  {run.name}")
+            clear_run(runs[0].path)
+            cmd = start_command(runs[0], self.steps, self.overrides)
+            say(f"  start  {runs[0].name}")
             attempt = {"kind": "start", "from_step": 0, "exact": True}
+            console = runs[0].path / CONSOLE
         attempt.update(command=cmd, started=time.time(), seconds=None, returncode=None, cpu=self.cpu)
-        run.record["attempts"].append(attempt)
-        write_record(run)
-        log = open(run.path / CONSOLE, "a")
-        log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {attempt['kind']}: {' '.join(cmd)}\n")
+        header = f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {attempt['kind']}: {' '.join(cmd)}\n"
+        for run in runs:
+            run.record["attempts"].append(dict(attempt))
+            write_record(run)
+            if len(runs) > 1:  # the members' shared output is in the task's population log
+                with open(run.path / CONSOLE, "a") as member_log:
+                    member_log.write(f"{header}(trained as one population: its output is in {console})\n")
+        log = open(console, "a")
+        log.write(header)
         log.flush()
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, pass_fds=(self.lock_fd,), preexec_fn=self.preexec)
-        self.running[proc] = (run, time.monotonic(), log)
+        self.running[proc] = (runs, time.monotonic(), log, console)
 
     def finish(self, proc, code: int) -> None:
-        run, t0, log = self.running.pop(proc)
+        runs, t0, log, console = self.running.pop(proc)
         log.close()
-        attempt = run.record["attempts"][-1]
-        attempt.update(seconds=time.monotonic() - t0, returncode=code)
-        write_record(run)
-        refresh(run)
-        if code == 0 and run.state == "done":
-            say(f"  done   {run.name} in {attempt['seconds']:.1f} s: final eval {run.final:,.2f}")
-        elif self.signum is not None and code != 0:  # stopped by us: not a failure
-            then = ("checkpointed at step {:,}; rerun to resume".format(run.steps) if run.state == "interrupted"
-                    else "before its first checkpoint; rerun to start it")
-            say(f"  stopped {run.name} (exit {code}: {then})")
-        else:
-            run.failed = f"exit {code}: {last_error(run.path / CONSOLE)}"
-            say(f"  FAILED {run.name} ({run.failed}); its output: {run.path / CONSOLE}")
+        seconds = time.monotonic() - t0
+        for run in runs:
+            run.record["attempts"][-1].update(seconds=seconds, returncode=code)
+            write_record(run)
+            refresh(run)
+            if run.state == "done" and (code == 0 or len(runs) > 1):  # a member may end well as another fails
+                say(f"  done   {run.name} in {seconds:.1f} s: final eval {run.final:,.2f}")
+            elif self.signum is not None and code != 0:  # stopped by us: not a failure
+                then = ("checkpointed at step {:,}; rerun to resume".format(run.steps) if run.state == "interrupted"
+                        else "before its first checkpoint; rerun to start it")
+                say(f"  stopped {run.name} (exit {code}: {then})")
+            else:
+                run.failed = f"exit {code}: {last_error(console)}"
+                say(f"  FAILED {run.name} ({run.failed}); its output: {console}")
 
     def run_all(self, todo: list[RunState]) -> None:
-        pending = list(todo)
+        pending = self.units(todo)
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             while (pending and self.signum is None) or self.running:
                 if self.received > self.forwarded:
                     self._forward()
                 while pending and self.signum is None and len(self.running) < self.jobs:
-                    run = pending.pop(0)
+                    unit = pending.pop(0)
                     try:
-                        self.launch(run)
+                        self.launch(unit)
                     except ConfigError as exc:  # an unreadable checkpoint: that run fails, the others go on
-                        run.failed = str(exc)
-                        say(f"  FAILED {run.name}: {exc}")
+                        for run in unit:
+                            run.failed = str(exc)
+                            say(f"  FAILED {run.name}: {exc}")
                 for proc in list(self.running):
                     code = proc.poll()
                     if code is not None:

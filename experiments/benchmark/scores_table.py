@@ -41,12 +41,14 @@ def task_result(task: Task, runs: Sequence[RunState]) -> dict:
         attempts = r.record["attempts"]
         starts = [i for i, a in enumerate(attempts) if a["kind"] == "start"]
         resumes = [a for a in attempts[starts[-1] if starts else 0:] if a["kind"] == "resume"]
+        population = attempts[starts[-1]].get("population") if starts else None  # seeds trained in one process
         per_seed.append({
             "seed": r.seed, "dir": str(r.path), "state": "failed" if r.failed else r.state,
             "final_eval_return": r.final, "final_from": r.final_from, "last_eval_mean_return": r.last_eval,
             "final_train_return": r.train_return, "steps": r.steps, "wall_seconds": seconds,
             "wall_estimated": estimated, "attempts": len(attempts), "resumed": bool(resumes),
-            "resumed_inexactly": any(a["exact"] is not True for a in resumes), "error": r.failed})
+            "resumed_inexactly": any(a["exact"] is not True for a in resumes), "error": r.failed,
+            "population": population})
     done = [r for r in runs if r.state == "done"]
     complete = len(done) == len(runs) and not any(r.failed for r in runs)
     out: dict = {
@@ -66,7 +68,8 @@ def task_result(task: Task, runs: Sequence[RunState]) -> dict:
         walls = [p["wall_seconds"] for p in per_seed if p["wall_seconds"] is not None]
         if walls:
             out["wall_seconds"] = {"median": float(np.median(walls)), "min": min(walls), "max": max(walls),
-                                   "values": walls, "estimated": any(p["wall_estimated"] for p in per_seed)}
+                                   "values": walls, "estimated": any(p["wall_estimated"] for p in per_seed),
+                                   "population": max((len(p["population"] or ()) for p in per_seed), default=0)}
         status, anchor, why = judge(out["final_eval"]["mean"], task.budget, task.anchors)
         out.update(status=status, compared_with=anchor.label() if anchor else None, status_note=why)
     else:
@@ -147,7 +150,7 @@ def format_table(results: dict) -> str:
             final = f"{_num(f['mean'], 2)} ± {_num(f['std'], 2)}"
             train = f"{_num(t['mean'], 2)} ± {_num(t['std'], 2)}" if t else "—"
             wall = (f"{w['median']:,.1f} ({w['min']:,.1f}–{w['max']:,.1f})" + ("~" if w["estimated"] else "")
-                    if w else "—")
+                    + (f" {w['population']}×" if w["population"] else "") if w else "—")
             status = f"{row['status']}  ({row['status_note']})"
         else:
             final, train, wall, status = row["status_note"], "", "", "—"
@@ -169,6 +172,8 @@ def format_table(results: dict) -> str:
                     how = ", resumed INEXACTLY" if p["resumed_inexactly"] else ", resumed exactly"
                 wall = f"{p['wall_seconds']:.1f}{'~' if p['wall_estimated'] else ''} s" \
                     if p["wall_seconds"] is not None else "— s"
+                if p["population"]:
+                    how += f", in a population with seeds {', '.join(str(s) for s in p['population'])}"
                 parts.append(f"{p['seed']}: {_num(p['final_eval_return'], 2)}; {_num(p['final_train_return'], 2)}; "
                              f"{wall}{how}")
             else:
@@ -185,6 +190,8 @@ def format_table(results: dict) -> str:
     sources = sorted({f"{a['source']}: {a['url']}" for row in results["tasks"] for a in row["anchors"]})
     if sources:
         lines += ["sources:", *(f"  {s}" for s in sources)]
+    if any(row["wall_seconds"] and row["wall_seconds"]["population"] for row in results["tasks"]):
+        lines.append("a wall marked P× is that of one process training P seeds as a population (--population)")
     if any(row["wall_seconds"] and row["wall_seconds"]["estimated"] for row in results["tasks"]):
         lines.append("~ = includes an attempt the benchmark could not time to its end (timed to its last event)")
     return "\n".join(line for line in lines).rstrip()
@@ -199,8 +206,9 @@ def format_markdown(results: dict) -> str:
              f"Final eval: the deterministic evaluation of the final policy (`hparams/final_eval_return`), mean ± "
              f"std over seeds ({STD_NOTE}). Last 100 train: the mean return of the last 100 training episodes, "
              f"CleanRL's measure (`hparams/final_train_return`, the episodes' own returns). Wall: per run, median "
-             f"(min–max), Python start-up included. Status: PASS when the mean final eval is ≥ the best anchor at "
-             f"the same budget (or at a larger one), MISS when below the best same-budget anchor. "
+             f"(min–max), Python start-up included (\"P seeds in one process\": the seeds were trained as one "
+             f"population, `--population`, and the wall is that process's). Status: PASS when the mean final eval is "
+             f"≥ the best anchor at the same budget (or at a larger one), MISS when below the best same-budget anchor. "
              f"{ANCHOR_CAVEAT[0].upper() + ANCHOR_CAVEAT[1:]}.", "",
              "| task | budget | final eval (mean ± std) | per seed | last 100 train | wall per run | anchors | "
              "status |", "|---|---:|---:|---|---:|---:|---|---|"]
@@ -234,7 +242,8 @@ def _wall(w: Optional[dict]) -> str:
         return "—"
     digits = 0 if w["max"] >= 100 else 1
     return (f"{w['median']:,.{digits}f} s ({w['min']:,.{digits}f}–{w['max']:,.{digits}f})"
-            + (" ~" if w["estimated"] else ""))
+            + (" ~" if w["estimated"] else "")
+            + (f", {w['population']} seeds in one process" if w.get("population") else ""))
 
 
 def trained_when(runs: dict) -> dict:

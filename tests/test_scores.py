@@ -190,12 +190,38 @@ def test_mistakes_are_one_error_line(tmp_path, capsys, argv, needle):
     assert needle in captured.err
 
 
+def test_generic_trains_the_tasks_env_and_budget_with_the_env_gym_defaults(repo_root, tmp_path):
+    from experiments.benchmark.common import compose_train_config
+
+    out = tmp_path / "scores"
+    proc = bench(repo_root, out, "--envs", "pendulum", "--seeds", "1", "--steps", "4096", "--generic")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "GENERIC defaults" in proc.stdout
+    run = out / "pendulum" / "seed=1000"
+    ran = (run / ".hydra" / "config.yaml").read_text()
+    generic = compose_train_config(["env=gym", "env.id=Pendulum-v1", "total_timesteps=4096"])
+    tuned = compose_train_config(["env=pendulum"])
+    assert generic.agent.num_steps != tuned.agent.num_steps  # the two configs differ where it is checked
+    assert f"  num_steps: {generic.agent.num_steps}\n" in ran and f"  ppo_epochs: {generic.agent.ppo_epochs}\n" in ran
+    assert "  id: Pendulum-v1\n" in ran and "total_timesteps: 4096\n" in ran
+    record = json.loads((run / "scores_run.json").read_text())
+    assert record["config"] == "generic (env=gym)" and "env=gym" in record["attempts"][0]["command"]
+    results = json.loads((out / "scores.json").read_text())
+    assert results["meta"]["generic"] is True
+    check_row(results["tasks"][0], independent(out, "pendulum", [1000]), [1000])
+    tuned_run = bench(repo_root, out, "--envs", "pendulum", "--seeds", "1", "--steps", "4096")  # another run
+    assert tuned_run.returncode == 2 and "config='generic (env=gym)'" in tuned_run.stderr
+
+
 def test_population_is_a_scores_option(capsys):
     with pytest.raises(SystemExit) as exc:
         benchmark.parse_args(["--mode", "sweep", "--population"])
     assert exc.value.code == 2 and "--population is for --mode scores" in capsys.readouterr().err
     assert benchmark.parse_args(["--mode", "scores", "--population"]).population is True
     assert benchmark.parse_args(["--mode", "scores"]).population is False
+    with pytest.raises(SystemExit) as exc:
+        benchmark.parse_args(["--mode", "sweep", "--generic"])
+    assert exc.value.code == 2 and "--generic is for --mode scores" in capsys.readouterr().err
 
 
 def test_mode_all_does_not_include_scores():

@@ -102,6 +102,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--jobs", type=int, default=2,
                    help="scores: training processes at a time (default 2; each a run, or with --population a "
                         "task's population)")
+    p.add_argument("--generic", action="store_true",
+                   help="scores: train each task's env and budget with the generic defaults of env=gym (what "
+                        "'python -m experiments.train env=gym env.id=<id>' uses) instead of its tuned config")
     p.add_argument("--population", action="store_true",
                    help="scores: train a task's seeds as one population (hydra/launcher=population) in one "
                         "process, instead of one process per seed; interrupted members resume one by one")
@@ -125,6 +128,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         args.seeds = {SCORES_MODE: 3, SWEEP_MODE: 20}.get(args.mode, 10)
     if args.population and args.mode != SCORES_MODE:
         p.error(f"--population is for --mode {SCORES_MODE} (the sweep mode times the population launcher itself)")
+    if args.generic and args.mode != SCORES_MODE:
+        p.error(f"--generic is for --mode {SCORES_MODE}")
     if args.eval_episodes is None and args.mode != SCORES_MODE:  # scores picks it per task
         args.eval_episodes = 100
     return args

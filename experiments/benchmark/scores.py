@@ -10,6 +10,9 @@ solo run would, its output in ``<out>/<word>/population.log``), ``--jobs`` such 
 algorithm per seed, for a fraction of the CPU time where per-call overhead dominates (small networks); each row
 says when its seeds shared a process, and its wall is then the population's.
 
+- **Generic** (``--generic``): each task's env (id and kwargs) and budget trained with the generic defaults that
+  ``python -m experiments.train env=gym env.id=<id>`` uses instead of its tuned config: how far a user gets on a
+  task nobody tuned for; runs of a generic benchmark are other runs than the tuned ones (use another ``--out``).
 - **Seeds** are fresh: ``--seeds`` of them from ``--first-seed`` (default 1000). The tuned configs were tuned on
   seeds 0–39; seeds that overlap them are refused.
 - **Score** of a run: its final deterministic evaluation, as ``experiments.train`` logs it
@@ -89,7 +92,7 @@ def run_scores(args) -> dict:
                               f"{TUNED_SEEDS.stop - 1} the tuned configs were tuned on: use --first-seed ≥ "
                               f"{TUNED_SEEDS.stop} (default 1000)")
         words = parse_words(args.envs)
-        tasks = [compose_task(w, args.steps, args.override, args.eval_episodes) for w in words]
+        tasks = [compose_task(w, args.steps, args.override, args.eval_episodes, args.generic) for w in words]
         if args.envs.strip() == "all":
             tasks = [t for t in tasks if t.anchors]
         if out.exists() and not out.is_dir():
@@ -108,7 +111,8 @@ def run_scores(args) -> dict:
     say(f"  seeds {_seed_range(seeds)} ({freshness})")
     for t in tasks:
         budget = f"--steps {t.budget:,}" if args.steps is not None else f"the config's total_timesteps {t.budget:,}"
-        say(f"  {t.word}: {t.env_id}, budget {budget}, final eval {t.eval_episodes} episodes ({t.family})")
+        say(f"  {t.word}: {t.env_id}, budget {budget}, final eval {t.eval_episodes} episodes ({t.family})"
+            + (f"; generic defaults: {' '.join(t.train_args)}" if t.generic else ""))
     load_start = os.getloadavg()[0]
     code = 0
     try:
@@ -122,7 +126,7 @@ def run_scores(args) -> dict:
                     else:
                         r.path.mkdir(parents=True, exist_ok=True)
                         todo.append(r)
-            scheduler = Scheduler(args.jobs, lock_fd, args.steps, args.override, population=args.population)
+            scheduler = Scheduler(args.jobs, lock_fd, args.override, population=args.population)
             scheduler.run_all(todo)
             if scheduler.signum is not None:
                 code = 128 + scheduler.signum
@@ -134,7 +138,7 @@ def run_scores(args) -> dict:
         "mode": "scores", "argv": list(args.argv), "time": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "machine": machine(), "cpus": os.cpu_count(), "python": platform.python_version(),
         "torch": torch.__version__, "gymnasium": gym.__version__, "extras": versions(), "jobs": args.jobs,
-        "population": args.population,
+        "population": args.population, "generic": args.generic,
         "torch_threads": 1, "seeds": seeds, "seed_range": _seed_range(seeds), "freshness": freshness,
         "seeds_fresh": True, "out": str(out), "steps_override": args.steps, "overrides": list(args.override),
         "load_start": load_start, "load_end": os.getloadavg()[0], "std": STD_NOTE, "final": FINAL_NOTE,

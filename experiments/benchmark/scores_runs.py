@@ -61,8 +61,11 @@ def run_dir(out: Path, word: str, seed: int) -> Path:
 
 def _settings(task: Task, seed: int, overrides: Sequence[str]) -> dict:
     """What makes a run folder this benchmark's run: another budget, evaluation or override is another run."""
-    return {"word": task.word, "env_id": task.env_id, "seed": seed, "budget": task.budget,
-            "eval_episodes": task.eval_episodes, "overrides": list(overrides)}
+    settings = {"word": task.word, "env_id": task.env_id, "seed": seed, "budget": task.budget,
+                "eval_episodes": task.eval_episodes, "overrides": list(overrides)}
+    if task.generic:
+        settings["config"] = "generic (env=gym)"
+    return settings
 
 
 def read_record(path: Path) -> Optional[dict]:
@@ -91,7 +94,8 @@ def inspect_run(task: Task, seed: int, out: Path, overrides: Sequence[str]) -> R
                               "or remove that folder")
         record = {**wanted, "attempts": []}
     else:
-        differ = [f"{k}={record.get(k)!r} (asked: {v!r})" for k, v in wanted.items() if record.get(k) != v]
+        keys = [*wanted, *(["config"] if "config" not in wanted else [])]  # a generic run is not a tuned one
+        differ = [f"{k}={record.get(k)!r} (asked: {wanted.get(k)!r})" for k in keys if record.get(k) != wanted.get(k)]
         if differ:
             raise ConfigError(f"{path} holds a run with {', '.join(differ)}: that is another run; give another "
                               "--out, or remove that folder to start it again")
@@ -133,21 +137,20 @@ def _quote(path: Path) -> str:
     return "'" + str(path).replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def start_command(run: RunState, steps: Optional[int], overrides: Sequence[str]) -> list[str]:
+def start_command(run: RunState, overrides: Sequence[str]) -> list[str]:
     task = run.task
-    return [sys.executable, "-m", "experiments.train", f"env={task.word}", f"seed={run.seed}",
-            f"eval.episodes={task.eval_episodes}", "torch_threads=1", "progress=false",
-            *([f"total_timesteps={steps}"] if steps is not None else []), *overrides,
+    return [sys.executable, "-m", "experiments.train", *task.train_args, f"seed={run.seed}",
+            f"eval.episodes={task.eval_episodes}", "torch_threads=1", "progress=false", *overrides,
             f"hydra.run.dir={_quote(run.path)}"]
 
 
-def population_command(runs: Sequence[RunState], steps: Optional[int], overrides: Sequence[str]) -> list[str]:
+def population_command(runs: Sequence[RunState], overrides: Sequence[str]) -> list[str]:
     """One multirun of the population launcher over the runs' seeds (one task): every member writes into its own
     run folder what ``start_command`` would have written there."""
     task = runs[0].task
-    return [sys.executable, "-m", "experiments.train", "-m", f"env={task.word}",
+    return [sys.executable, "-m", "experiments.train", "-m", *task.train_args,
             "seed=" + ",".join(str(r.seed) for r in runs), f"eval.episodes={task.eval_episodes}", "torch_threads=1",
-            "progress=false", *([f"total_timesteps={steps}"] if steps is not None else []), *overrides,
+            "progress=false", *overrides,
             "hydra/launcher=population", f"hydra.sweep.dir={_quote(runs[0].path.parent)}",
             "hydra.sweep.subdir='seed=${seed}'"]
 
@@ -263,9 +266,8 @@ class Scheduler:
     ``population``, the runs of a task that start from scratch are trained by one process, as one population
     (interrupted runs are resumed one by one: a member's checkpoint is a solo run's)."""
 
-    def __init__(self, jobs: int, lock_fd: int, steps: Optional[int], overrides: Sequence[str],
-                 population: bool = False):
-        self.jobs, self.lock_fd, self.steps, self.overrides = jobs, lock_fd, steps, list(overrides)
+    def __init__(self, jobs: int, lock_fd: int, overrides: Sequence[str], population: bool = False):
+        self.jobs, self.lock_fd, self.overrides = jobs, lock_fd, list(overrides)
         self.population = population
         self.running: dict[Any, tuple[list[RunState], float, Any, Path]] = {}
         self.signum: Optional[int] = None
@@ -313,7 +315,7 @@ class Scheduler:
         if len(runs) > 1:
             for run in runs:
                 clear_run(run.path)
-            cmd = population_command(runs, self.steps, self.overrides)
+            cmd = population_command(runs, self.overrides)
             say(f"  start  {runs[0].task.word} seeds {', '.join(str(r.seed) for r in runs)} as one population")
             attempt = {"kind": "start", "from_step": 0, "exact": True, "population": [r.seed for r in runs]}
             console = runs[0].path.parent / POPULATION_CONSOLE
@@ -332,7 +334,7 @@ class Scheduler:
             console = run.path / CONSOLE
         else:
             clear_run(runs[0].path)
-            cmd = start_command(runs[0], self.steps, self.overrides)
+            cmd = start_command(runs[0], self.overrides)
             say(f"  start  {runs[0].name}")
             attempt = {"kind": "start", "from_step": 0, "exact": True}
             console = runs[0].path / CONSOLE

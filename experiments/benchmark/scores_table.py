@@ -128,12 +128,14 @@ def plot_task(path: Path, task: Task, runs: Sequence[RunState], row: dict) -> No
 
 def format_table(results: dict) -> str:
     meta = results["meta"]
-    lines = [f"PPO scores — runs trained {meta['trained']} on {meta['trained_on']}, {meta['jobs']} run(s) at a time, "
+    lines = [f"PPO scores — runs trained {meta['trained']} on {meta['trained_on']}, {meta['jobs']} "
+             f"{'process(es), a task per process,' if meta.get('population') else 'run(s)'} at a time, "
              f"torch_threads=1 (table of {meta['time']})",
              f"  Python {meta['python']}, torch {meta['torch']}, gymnasium {meta['gymnasium']}"
              + "".join(f", {k} {v}" for k, v in meta["extras"].items() if v),
              f"  seeds {meta['seed_range']} ({meta['freshness']})",
              f"  {FINAL_NOTE}; {STD_NOTE}", f"  {TRAIN_NOTE}", f"  {ANCHOR_CAVEAT}",
+             *(["  GENERIC defaults (env=gym env.id=<id>), not the tuned configs"] if meta.get("generic") else []),
              *([f"  NOT the tuned configs alone: overrides {' '.join(meta['overrides'])}"]
                if meta["overrides"] else []),
              *([f"  budgets overridden: --steps {meta['steps_override']:,} (anchors are for full budgets)"]
@@ -199,9 +201,12 @@ def format_table(results: dict) -> str:
 
 def format_markdown(results: dict) -> str:
     meta = results["meta"]
-    lines = [f"Runs trained {meta['trained']} on {meta['trained_on']} ({meta['jobs']} runs at a time, one torch "
-             f"thread each), Python {meta['python']}, torch {meta['torch']}, gymnasium "
-             f"{meta['gymnasium']}; seeds {meta['seed_range']} ({meta['freshness']}). Command: "
+    lines = [f"Runs trained {meta['trained']} on {meta['trained_on']} ({meta['jobs']} "
+             f"{'processes, each a task as one population,' if meta.get('population') else 'runs'} at a time, one "
+             f"torch thread each), Python {meta['python']}, torch {meta['torch']}, gymnasium "
+             f"{meta['gymnasium']}; seeds {meta['seed_range']} ({meta['freshness']})"
+             + ("; the generic defaults of `env=gym env.id=<id>`, not the tuned configs" if meta.get("generic")
+                else "") + ". Command: "
              f"`python -m experiments.benchmark {' '.join(meta['argv'])}`.", "",
              f"Final eval: the deterministic evaluation of the final policy (`hparams/final_eval_return`), mean ± "
              f"std over seeds ({STD_NOTE}). Last 100 train: the mean return of the last 100 training episodes, "

@@ -1,9 +1,11 @@
 """The score benchmark's tasks: the env words of ``conf/env/`` (what ``--envs`` takes), each composed with its tuned
-config as ``experiments.train`` would, with its budget, evaluation episodes and published anchors."""
+config as ``experiments.train`` would, with its budget, evaluation episodes and published anchors — or, with
+``--generic``, the same env and budget under the generic defaults a user gets from ``env=gym env.id=…``."""
 
 from __future__ import annotations
 
 import importlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
@@ -28,6 +30,10 @@ class Task:
     eval_episodes: int
     key: str
     anchors: tuple[Anchor, ...]
+    train_args: tuple[str, ...] = ()
+    """What selects the task's config on ``experiments.train``'s command line: ``env=<word>``, or for a generic
+    run ``env=gym env.id=<id> env.kwargs={…} total_timesteps=<budget>``."""
+    generic: bool = False
 
 
 def env_words() -> list[str]:
@@ -55,19 +61,38 @@ def env_family(env_id: str) -> str:
     return "other"
 
 
-def compose_task(word: str, steps: Optional[int], overrides: Sequence[str], eval_episodes: Optional[int]) -> Task:
-    """Compose ``env=<word>`` (its tuned file included) as ``experiments.train`` would; ``ConfigError`` names the
-    word. Also builds one env, so that a missing extra (box2d, mujoco) or an unsupported space is refused here."""
-    from envs.vector import make_vec_env
+def generic_args(env_id: str, kwargs: dict, budget: int) -> list[str]:
+    """``experiments.train`` overrides that train ``env_id`` (with the task's env kwargs, e.g. LunarLander's
+    ``continuous``) under the generic defaults, ``env=gym``, for ``budget`` steps."""
+    values = ",".join(f"{k}:{json.dumps(v)}" for k, v in kwargs.items())
+    return ["env=gym", f"env.id={env_id}", f"env.kwargs={{{values}}}", f"total_timesteps={budget}"]
+
+
+def _validated(word: str, args: Sequence[str], steps: Optional[int]):
     from experiments.run import to_train_config
 
-    extra = [f"total_timesteps={steps}"] if steps is not None else []
-    cfg = compose_config([f"env={word}", *extra, *overrides], f"--envs {word}")
+    cfg = compose_config(args, f"--envs {word}")
     try:
-        tc = to_train_config(cfg)
+        return to_train_config(cfg)
     except ConfigError as exc:
         message = str(exc).replace("total_timesteps=", "--steps=") if steps is not None else str(exc)
         raise ConfigError(f"--envs {word}: {message}") from None
+
+
+def compose_task(word: str, steps: Optional[int], overrides: Sequence[str], eval_episodes: Optional[int],
+                 generic: bool = False) -> Task:
+    """Compose ``env=<word>`` (its tuned file included) as ``experiments.train`` would; ``ConfigError`` names the
+    word. Also builds one env, so that a missing extra (box2d, mujoco) or an unsupported space is refused here.
+    ``generic``: the task's env and budget (``--steps`` or the tuned budget, the anchors' one) under ``env=gym``'s
+    defaults instead of the tuned file."""
+    from envs.vector import make_vec_env
+
+    extra = [f"total_timesteps={steps}"] if steps is not None else []
+    tc = _validated(word, [f"env={word}", *([] if generic else extra), *overrides], steps)
+    train_args = [f"env={word}", *extra]
+    if generic:
+        train_args = generic_args(tc.env.id, dict(tc.env.kwargs), steps or tc.total_timesteps)
+        tc = _validated(word, [*train_args, *overrides], steps)
     try:
         make_vec_env(tc.env, 1).close()
     except Exception as exc:  # noqa: BLE001 - gymnasium's own refusals (a missing extra, an unknown id)
@@ -76,7 +101,7 @@ def compose_task(word: str, steps: Optional[int], overrides: Sequence[str], eval
     episodes = eval_episodes or (MUJOCO_EVAL_EPISODES if family == "mujoco" else CHEAP_EVAL_EPISODES)
     key = task_key(tc.env.id, dict(tc.env.kwargs))
     return Task(word, tc.env.id, dict(tc.env.kwargs), tc.total_timesteps, family, episodes, key,
-                ANCHORS.get(key, ()))
+                ANCHORS.get(key, ()), tuple(train_args), generic)
 
 
 def parse_words(spec: Optional[str]) -> list[str]:

@@ -79,24 +79,39 @@ def load_policy(state: dict[str, Any], key: str = "checkpoint") -> tuple[TrainCo
     return train_cfg, policy.eval()
 
 
-def tuned_settings(task: str) -> dict:
-    """A task word's tuned settings as plain containers — ``conf/env/<task>.yaml`` under ``env`` and
-    ``conf/tuned/<task>.yaml`` (agent keys, ``total_timesteps``) on top: what ``python -m experiments.train
-    env=<task>`` composes, read with OmegaConf (no Hydra)."""
+def _conf_settings(word: str) -> dict:
+    """``conf/env/<word>.yaml`` under ``env`` and ``conf/tuned/<word>.yaml`` (agent keys, ``total_timesteps``) on
+    top, as plain containers: what ``python -m experiments.train env=<word>`` composes, read with OmegaConf (no
+    Hydra)."""
     from omegaconf import OmegaConf
 
     from conf import CONF_DIR
 
     conf = Path(CONF_DIR)
-    words = sorted(p.stem for p in (conf / "env").glob("*.yaml") if p.stem != "gym")
-    if task not in words:
-        raise ConfigError(f"task={task!r} is invalid: tuned tasks are {', '.join(words)} (any other Gymnasium id: "
-                          "PPO(env_id, ...) with the generic defaults)")
-    settings = OmegaConf.create({"env": OmegaConf.load(conf / "env" / f"{task}.yaml")})
-    tuned = conf / "tuned" / f"{task}.yaml"
+    settings = OmegaConf.create({"env": OmegaConf.load(conf / "env" / f"{word}.yaml")})
+    tuned = conf / "tuned" / f"{word}.yaml"
     if tuned.is_file():
         settings = OmegaConf.merge(settings, OmegaConf.load(tuned))
     return OmegaConf.to_container(settings)
+
+
+def tuned_settings(task: str) -> dict:
+    """A task word's tuned settings (``_conf_settings``): what ``python -m experiments.train env=<task>`` uses."""
+    from conf import CONF_DIR
+
+    words = sorted(p.stem for p in (Path(CONF_DIR) / "env").glob("*.yaml") if p.stem != "gym")
+    if task not in words:
+        raise ConfigError(f"task={task!r} is invalid: tuned tasks are {', '.join(words)} (any other Gymnasium id: "
+                          "PPO(env_id, ...) with the generic defaults)")
+    return _conf_settings(task)
+
+
+def generic_settings() -> dict:
+    """The generic defaults of an env nobody tuned for, ``env=gym`` (``conf/env/gym.yaml``, whose ``id`` is left
+    out, and ``conf/tuned/gym.yaml``): what ``PPO(env_id)`` starts from."""
+    settings = _conf_settings("gym")
+    settings["env"].pop("id", None)
+    return settings
 
 
 def export(policy: ActorCritic, dims: tuple[int, int, bool], obs_norm: Optional[ObsNormalizer],
@@ -129,7 +144,7 @@ def _env_config(env: Any, num_envs: Optional[int], env_keys: dict) -> EnvConfig:
     if isinstance(env, EnvConfig):
         cfg = dataclasses.replace(env)
     elif isinstance(env, str):
-        cfg = EnvConfig(id=env)
+        cfg = EnvConfig(**{**generic_settings()["env"], "id": env})
     else:
         raise ConfigError(f"env={env!r} is invalid: give a registered Gymnasium id (e.g. 'CartPole-v1') or an "
                           "envs.vector.EnvConfig")
@@ -146,8 +161,9 @@ class PPO:
     ``env``: a registered Gymnasium id (or an ``EnvConfig``); ``num_envs`` and the env keys (``env_kwargs`` for
     ``gym.make``, ``vectorization_mode``, ``autoreset_mode``, ``max_episode_steps``) say how it is vectorised;
     ``seed`` seeds everything (the same seed gives the Hydra run's ``seed=`` weights and episodes); every other
-    keyword is an agent setting (``learning_rate``, ``clip_ratio``, ``entropy_coef``, ``normalize_obs``, …).
-    ``eval_episodes`` is the size of the final evaluation of each ``learn`` (0: none), ``checkpoint_every`` how
+    keyword is an agent setting (``learning_rate``, ``clip_ratio``, ``entropy_coef``, ``normalize_obs``, …); what
+    is not given takes the generic defaults of ``env=gym`` (``conf/env/gym.yaml``, ``conf/tuned/gym.yaml``), as
+    ``python -m experiments.train env=gym env.id=<id>`` does. ``eval_episodes`` is the size of the final evaluation of each ``learn`` (0: none), ``checkpoint_every`` how
     often (iterations) a ``learn`` with a ``logdir`` saves its checkpoint. ``PPO.tuned(task)`` starts from a task's
     tuned settings instead.
     """
@@ -168,6 +184,7 @@ class PPO:
                                       ("autoreset_mode", autoreset_mode), ("max_episode_steps", max_episode_steps))
                     if v is not None}
         env_cfg = _env_config(env, num_envs, env_keys)
+        agent = {**generic_settings().get("agent", {}), **agent}  # env=gym's defaults, under what is given
         num_steps = agent.get("num_steps", PPOConfig.num_steps)
         batch = num_steps * env_cfg.num_envs if is_int(num_steps) and is_int(env_cfg.num_envs) else 1
         self._setup(to_train_config({
@@ -183,7 +200,8 @@ class PPO:
         env=<task>`` uses; ``kwargs`` (any of ``PPO``'s, ``seed`` included) override them. ``learn()`` with no
         number trains for the tuned budget."""
         settings = tuned_settings(task)
-        model = cls(EnvConfig(**settings["env"]), **{**settings.get("agent", {}), **kwargs})
+        base = dataclasses.asdict(PPOConfig())  # a tuned file starts from PPOConfig's defaults, not env=gym's
+        model = cls(EnvConfig(**settings["env"]), **{**base, **settings.get("agent", {}), **kwargs})
         model.budget = settings.get("total_timesteps", TrainConfig.total_timesteps)
         return model
 

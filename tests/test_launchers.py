@@ -35,7 +35,7 @@ def test_a_failing_job_does_not_stop_the_other_jobs_of_a_multirun(tmp_path):
     """Job 0 diverges (NaN) and job 1 is fine: both run, job 0's error is one line, the sweep exits 3 at the end."""
     proc = subprocess.run(
         [sys.executable, "-m", "experiments.train", "-m", "env=gym", "env.id=Pendulum-v1",
-         "agent.init_log_std=100,0", "total_timesteps=512", "eval.episodes=1", f"hydra.sweep.dir={tmp_path}"],
+         "agent.init_log_std=100,0", "total_timesteps=2048", "eval.episodes=1", f"hydra.sweep.dir={tmp_path}"],
         capture_output=True, text=True, timeout=300)
     assert proc.returncode == 3
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
@@ -44,5 +44,5 @@ def test_a_failing_job_does_not_stop_the_other_jobs_of_a_multirun(tmp_path):
                       "error: a job of the multirun failed: iteration 1: non-finite value in loss policy_loss; the "
                       "run stopped and its last good checkpoint is kept"]
     assert "Traceback" not in proc.stderr
-    good = tmp_path / "agent.init_log_std=0,env.id=Pendulum-v1,env=gym,eval.episodes=1,total_timesteps=512"
-    assert load_checkpoint(good / "checkpoint.pt")["global_step"] == 512
+    good = tmp_path / "agent.init_log_std=0,env.id=Pendulum-v1,env=gym,eval.episodes=1,total_timesteps=2048"
+    assert load_checkpoint(good / "checkpoint.pt")["global_step"] == 2048

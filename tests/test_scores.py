@@ -213,6 +213,19 @@ def test_generic_trains_the_tasks_env_and_budget_with_the_env_gym_defaults(repo_
     assert tuned_run.returncode == 2 and "config='generic (env=gym)'" in tuned_run.stderr
 
 
+def test_a_generic_task_keeps_the_tasks_env_kwargs_and_budget():
+    from experiments.benchmark.common import compose_train_config
+
+    tuned = compose_task("ant", None, [], None)
+    generic = compose_task("ant", None, [], None, generic=True)
+    assert tuned.kwargs == {"include_cfrc_ext_in_observation": False} and generic.kwargs == tuned.kwargs
+    assert generic.budget == tuned.budget and generic.anchors == tuned.anchors and generic.generic
+    cfg = compose_train_config(list(generic.train_args))
+    assert cfg.env.id == "Ant-v5" and dict(cfg.env.kwargs) == tuned.kwargs
+    assert cfg.agent == compose_train_config(["env=gym", "env.id=Ant-v5"]).agent != compose_train_config(
+        ["env=ant"]).agent
+
+
 def test_population_is_a_scores_option(capsys):
     with pytest.raises(SystemExit) as exc:
         benchmark.parse_args(["--mode", "sweep", "--population"])

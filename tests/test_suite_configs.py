@@ -220,3 +220,28 @@ def test_only_a_simulator_import_is_mapped_to_an_extra():
     assert _missing_simulator(env_spec("Hopper-v5"), ImportError("no name")) == "mujoco"  # by the env's family
     assert _missing_simulator(env_spec("Acrobot-v1"), ImportError("no name")) is None
     assert _missing_simulator(env_spec("Hopper-v5"), ValueError("not an import")) is None
+
+
+def test_env_gym_gets_the_generic_defaults_from_hydra_and_from_python():
+    """env=gym (any id nobody tuned for) composes conf/env/gym.yaml and conf/tuned/gym.yaml, not PPOConfig's own
+    defaults; PPO(env_id) starts from the same settings."""
+    from agents import PPO
+
+    cfg = compose_cfg(["env=gym", "env.id=Acrobot-v1"])
+    generic = file_values("tuned", "gym")
+    assert set(generic) <= {f"agent.{k}" for k in PPO_KEYS}
+    for key, value in generic.items():
+        assert same(OmegaConf.select(cfg, key), value), key
+    assert cfg.env.num_envs == file_values("env", "gym")["num_envs"]
+    train_cfg = to_train_config(cfg)
+    assert train_cfg.agent != PPOConfig() and train_cfg.agent.normalize_obs
+    model = PPO("Acrobot-v1")
+    try:
+        assert model.config.agent == train_cfg.agent and model.config.env == train_cfg.env
+    finally:
+        model.close()
+    tuned = PPO.tuned("acrobot")  # a tuned task starts from PPOConfig's defaults, as env=acrobot does
+    try:
+        assert tuned.config.agent == to_train_config(compose_cfg(["env=acrobot"])).agent
+    finally:
+        tuned.close()

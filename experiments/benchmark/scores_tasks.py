@@ -32,7 +32,7 @@ class Task:
     anchors: tuple[Anchor, ...]
     train_args: tuple[str, ...] = ()
     """What selects the task's config on ``experiments.train``'s command line: ``env=<word>``, or for a generic
-    run ``env=gym env.id=<id> env.kwargs={…} total_timesteps=<budget>``."""
+    run ``env=gym env.id=<id> +env.kwargs.<key>=<value>… total_timesteps=<budget>``."""
     generic: bool = False
 
 
@@ -64,8 +64,8 @@ def env_family(env_id: str) -> str:
 def generic_args(env_id: str, kwargs: dict, budget: int) -> list[str]:
     """``experiments.train`` overrides that train ``env_id`` (with the task's env kwargs, e.g. LunarLander's
     ``continuous``) under the generic defaults, ``env=gym``, for ``budget`` steps."""
-    values = ",".join(f"{k}:{json.dumps(v)}" for k, v in kwargs.items())
-    return ["env=gym", f"env.id={env_id}", f"env.kwargs={{{values}}}", f"total_timesteps={budget}"]
+    return ["env=gym", f"env.id={env_id}", *(f"+env.kwargs.{k}={json.dumps(v)}" for k, v in kwargs.items()),
+            f"total_timesteps={budget}"]
 
 
 def _validated(word: str, args: Sequence[str], steps: Optional[int]):

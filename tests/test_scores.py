@@ -69,6 +69,25 @@ def fingerprint(run: Path) -> dict:
     return {f.name: (f.stat().st_mtime_ns, hashlib.sha256(f.read_bytes()).hexdigest()) for f in files}
 
 
+def stop_once_training(repo_root: Path, out: Path, args: tuple, runs: list[Path]) -> str:
+    """Start the benchmark, SIGTERM it once every run has written a checkpoint (all are training), and return its
+    output after it exited 143."""
+    proc = subprocess.Popen([*BENCH, "--out", str(out), *args], cwd=repo_root, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not all((run / "checkpoint.pt").is_file() for run in runs):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, stderr[-2000:]
+    return stdout
+
+
 def check_png(path: Path) -> None:
     import matplotlib.image
 
@@ -125,19 +144,7 @@ def test_a_stopped_benchmark_resumes_its_interrupted_runs(repo_root, tmp_path):
     # cleanly) long before their end, whatever the machine's speed
     args = ("--envs", "cartpole", "--seeds", "2", "--steps", "40960", "--override", "checkpoint_every=4")
     runs = [out / "cartpole" / f"seed={seed}" for seed in (1000, 1001)]
-    proc = subprocess.Popen([*BENCH, "--out", str(out), *args], cwd=repo_root, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 120
-        while not all((run / "checkpoint.pt").is_file() for run in runs):  # both are training
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGTERM)
-        stdout, stderr = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 143, stderr[-2000:]
+    stdout = stop_once_training(repo_root, out, args, runs)
     assert "stopped cartpole seed=1000" in stdout and "curve so far" in stdout
     first_events = {}
     for run in runs:  # each run checkpointed mid-way and has no final result
@@ -283,19 +290,7 @@ def test_population_trains_a_tasks_seeds_in_one_process_and_its_members_resume_o
             "--population")
     seeds = [1000, 1001]
     runs = [out / "cartpole" / f"seed={seed}" for seed in seeds]
-    proc = subprocess.Popen([*BENCH, "--out", str(out), *args], cwd=repo_root, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 120
-        while not all((run / "checkpoint.pt").is_file() for run in runs):
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGTERM)
-        stdout, stderr = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 143, stderr[-2000:]
+    stdout = stop_once_training(repo_root, out, args, runs)
     assert "start  cartpole seeds 1000, 1001 as one population" in stdout
     assert "start  cartpole seed=" not in stdout  # not one process per seed
     records = [json.loads((run / "scores_run.json").read_text()) for run in runs]

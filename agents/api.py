@@ -163,9 +163,9 @@ class PPO:
     ``seed`` seeds everything (the same seed gives the Hydra run's ``seed=`` weights and episodes); every other
     keyword is an agent setting (``learning_rate``, ``clip_ratio``, ``entropy_coef``, ``normalize_obs``, …); what
     is not given takes the generic defaults of ``env=gym`` (``conf/env/gym.yaml``, ``conf/tuned/gym.yaml``), as
-    ``python -m experiments.train env=gym env.id=<id>`` does. ``eval_episodes`` is the size of the final evaluation of each ``learn`` (0: none), ``checkpoint_every`` how
-    often (iterations) a ``learn`` with a ``logdir`` saves its checkpoint. ``PPO.tuned(task)`` starts from a task's
-    tuned settings instead.
+    ``python -m experiments.train env=gym env.id=<id>`` does. ``eval_episodes`` is the size of the final evaluation
+    of each ``learn`` (0: none), ``checkpoint_every`` how often (iterations) a ``learn`` with a ``logdir`` saves its
+    checkpoint. ``PPO.tuned(task)`` starts from a task's tuned settings instead.
     """
 
     budget: Optional[int] = None

@@ -176,7 +176,7 @@ def test_main_prints_the_tables(tmp_path, capsys):
     stop = re.search(r"r\(a_1\) = (\d\.\d+) ≥ 1\.2, r\(a_3\) = (\d\.\d+) ≤ 0\.8, gradient exactly zero", out)
     assert stop and float(stop.group(1)) >= 1.2 and float(stop.group(2)) <= 0.8
     # iterations: the last row's π(best arm)
-    last_iteration = lines[lines.index(next(l for l in lines if l.startswith("figure:"))) - 2]
+    last_iteration = lines[lines.index(next(line for line in lines if line.startswith("figure:"))) - 2]
     assert _numbers(last_iteration)[3] > 0.9
     _check_png(tmp_path / ce.FIGURE_NAME)
 

@@ -350,7 +350,8 @@ def test_users_module_env_id_and_discrete_start_learn_the_best_action(tmp_path):
     (pkg / "envs.py").write_text(textwrap.dedent(OFFSET_ENV))
     run = tmp_path / "run"
     env = {**__import__("os").environ, "PYTHONPATH": str(tmp_path)}
-    proc = subprocess.run([sys.executable, "-m", "experiments.train", "env=gym", "env.id=my_envs_pkg.envs:OffsetBandit-v0",
+    proc = subprocess.run([sys.executable, "-m", "experiments.train", "env=gym",
+                           "env.id=my_envs_pkg.envs:OffsetBandit-v0",
                            "env.num_envs=8", "env.autoreset_mode=same_step", "agent.policy=tabular",
                            "agent.learning_rate=0.05", "agent.num_steps=16", "agent.num_minibatches=2",
                            "total_timesteps=2048", "eval.episodes=20", "progress=false", f"hydra.run.dir={run}"],

@@ -45,7 +45,8 @@ def test_orthogonal_init_can_be_switched_off(ortho):
     is_orthogonal = torch.allclose(gram, 2.0 * torch.eye(64, dtype=torch.float64), atol=1e-5)  # gain √2
     assert is_orthogonal == ortho
     out = linears(policy.actor)[-1]
-    assert (float(out.bias.detach().abs().max()) == 0.0) == ortho  # zero biases with ortho init, PyTorch's uniform without
+    # zero biases with ortho init, PyTorch's uniform without
+    assert (float(out.bias.detach().abs().max()) == 0.0) == ortho
     if ortho:
         assert float(torch.linalg.matrix_norm(out.weight.detach(), 2)) == pytest.approx(0.01, rel=1e-4)
     else:

@@ -28,7 +28,8 @@ torch.set_num_threads(int(sys.argv[3]))
 from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
 s = json.loads(sys.argv[4])
-kw = {k: ((lambda v: (lambda p: p * v))(float(v[1])) if isinstance(v, list) else v) for k, v in s.items() if k != "n_envs"}
+kw = {k: ((lambda v: (lambda p: p * v))(float(v[1])) if isinstance(v, list) else v)
+      for k, v in s.items() if k != "n_envs"}
 PPO("MlpPolicy", make_vec_env(sys.argv[1], n_envs=s["n_envs"], seed=1), seed=1, device="cpu", verbose=0,
     **kw).learn(int(sys.argv[2]))
 """

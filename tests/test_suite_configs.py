@@ -37,7 +37,7 @@ SUITE = {
     "bipedalwalker": ("BipedalWalker-v3", spaces.Box, 64),
     "halfcheetah": ("HalfCheetah-v5", spaces.Box, 64),
     "hopper": ("Hopper-v5", spaces.Box, 64),  # CleanRL's minibatch: the tuned file replaced the zoo's values
-    "walker2d": ("Walker2d-v5", spaces.Box, 32),
+    "walker2d": ("Walker2d-v5", spaces.Box, 64),  # SB3's defaults: the tuned file replaced the zoo's values
     "ant": ("Ant-v5", spaces.Box, 64),
     "swimmer": ("Swimmer-v5", spaces.Box, 256),
     "invertedpendulum": ("InvertedPendulum-v5", spaces.Box, 32),

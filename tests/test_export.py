@@ -68,7 +68,7 @@ def run_exported(tmp_path: Path, path: Path, fmt: str, obs: np.ndarray, meta: di
 def trained(tmp_path_factory):
     """A discrete policy (CartPole) and a Box policy with observation normalisation (Pendulum), briefly trained."""
     out = {}
-    for env_id, keys in (("CartPole-v1", {}), ("Pendulum-v1", {"normalize_obs": True})):
+    for env_id, keys in (("CartPole-v1", {"normalize_obs": False}), ("Pendulum-v1", {"normalize_obs": True})):
         model = PPO(env_id, seed=0, num_envs=4, num_steps=64, eval_episodes=0, **keys)
         model.learn(4 * 4 * 64)
         out[env_id] = model

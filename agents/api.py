@@ -140,11 +140,11 @@ def export(policy: ActorCritic, dims: tuple[int, int, bool], obs_norm: Optional[
     return export_policy(module, spec.obs_dim, path, fmt, metadata)
 
 
-def _env_config(env: Any, num_envs: Optional[int], env_keys: dict) -> EnvConfig:
+def _env_config(env: Any, num_envs: Optional[int], env_keys: dict, generic_env: dict) -> EnvConfig:
     if isinstance(env, EnvConfig):
         cfg = dataclasses.replace(env)
     elif isinstance(env, str):
-        cfg = EnvConfig(**{**generic_settings()["env"], "id": env})
+        cfg = EnvConfig(**{**generic_env, "id": env})
     else:
         raise ConfigError(f"env={env!r} is invalid: give a registered Gymnasium id (e.g. 'CartPole-v1') or an "
                           "envs.vector.EnvConfig")
@@ -183,8 +183,9 @@ class PPO:
         env_keys = {k: v for k, v in (("kwargs", env_kwargs), ("vectorization_mode", vectorization_mode),
                                       ("autoreset_mode", autoreset_mode), ("max_episode_steps", max_episode_steps))
                     if v is not None}
-        env_cfg = _env_config(env, num_envs, env_keys)
-        agent = {**generic_settings().get("agent", {}), **agent}  # env=gym's defaults, under what is given
+        generic = generic_settings()  # env=gym's defaults, under what is given
+        env_cfg = _env_config(env, num_envs, env_keys, generic["env"])
+        agent = {**generic.get("agent", {}), **agent}
         num_steps = agent.get("num_steps", PPOConfig.num_steps)
         batch = num_steps * env_cfg.num_envs if is_int(num_steps) and is_int(env_cfg.num_envs) else 1
         self._setup(to_train_config({

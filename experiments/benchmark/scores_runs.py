@@ -94,7 +94,7 @@ def inspect_run(task: Task, seed: int, out: Path, overrides: Sequence[str]) -> R
                               "or remove that folder")
         record = {**wanted, "attempts": []}
     else:
-        keys = [*wanted, *(["config"] if "config" not in wanted else [])]  # a generic run is not a tuned one
+        keys = [*wanted, *(k for k in record if k not in wanted and k != "attempts")]  # e.g. a generic run's config
         differ = [f"{k}={record.get(k)!r} (asked: {wanted.get(k)!r})" for k in keys if record.get(k) != wanted.get(k)]
         if differ:
             raise ConfigError(f"{path} holds a run with {', '.join(differ)}: that is another run; give another "
@@ -311,7 +311,6 @@ class Scheduler:
 
         for run in runs:
             close_attempts(run)
-        inexact = False
         if len(runs) > 1:
             for run in runs:
                 clear_run(run.path)
@@ -322,8 +321,7 @@ class Scheduler:
         elif runs[0].state == "interrupted":
             run = runs[0]
             step, complete = checkpoint_facts(run.path)
-            inexact = complete is not True
-            cmd = resume_command(run, inexact)
+            cmd = resume_command(run, inexact=complete is not True)
             how = {True: "exact",
                    False: "INEXACT: the checkpoint cannot hold this env's state, so the envs restart from fresh "
                           "episodes (allow_inexact_resume=true)",

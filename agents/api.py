@@ -36,7 +36,8 @@ from agents.logger import TensorBoardLogger
 from agents.networks import ActorCritic, build_policy
 from agents.normalization import ObsNormalizer
 from agents.spaces import declared_action_space, vector_space_spec
-from agents.run_config import TrainConfig, config_dict, config_yaml, final_metrics, hparams_of, to_train_config
+from agents.run_config import (TrainConfig, check_device, config_dict, config_yaml, final_metrics, hparams_of,
+                               require_device, to_train_config)
 from agents.train import Callback, Member, Trainer, TrainResult
 from envs.vector import EnvConfig, make_vec_env
 
@@ -48,8 +49,10 @@ def make_trainer(tc: TrainConfig, envs, members: Sequence[Member]) -> Trainer:
     others equal to it outside the per-member keys), on ``envs`` (``len(members) × num_envs`` sub-envs), with
     evaluation envs like the training ones. The one place both front doors build a trainer."""
     env_cfg = tc.env
+    require_device(tc.device)
     return Trainer.population(members, envs, tc.total_timesteps, make_eval_envs=lambda n: make_vec_env(env_cfg, n),
-                              eval_every=tc.eval.every, eval_episodes=tc.eval.episodes, progress=tc.progress)
+                              eval_every=tc.eval.every, eval_episodes=tc.eval.episodes, progress=tc.progress,
+                              device=tc.device)
 
 
 def policy_dims(state: dict[str, Any]) -> tuple[int, int, bool]:
@@ -165,7 +168,8 @@ class PPO:
     is not given takes the generic defaults of ``env=gym`` (``conf/env/gym.yaml``, ``conf/tuned/gym.yaml``), as
     ``python -m experiments.train env=gym env.id=<id>`` does. ``eval_episodes`` is the size of the final evaluation
     of each ``learn`` (0: none), ``checkpoint_every`` how often (iterations) a ``learn`` with a ``logdir`` saves its
-    checkpoint. ``PPO.tuned(task)`` starts from a task's tuned settings instead.
+    checkpoint, ``device`` where the networks train (``cpu``, ``cuda``). ``PPO.tuned(task)`` starts from a task's
+    tuned settings instead.
     """
 
     budget: Optional[int] = None
@@ -174,7 +178,8 @@ class PPO:
     def __init__(self, env: Union[str, EnvConfig] = "CartPole-v1", *, seed: int = 0, num_envs: Optional[int] = None,
                  env_kwargs: Optional[dict] = None, vectorization_mode: Optional[str] = None,
                  autoreset_mode: Optional[str] = None, max_episode_steps: Optional[int] = None,
-                 eval_episodes: int = 100, checkpoint_every: int = 50, torch_threads: int = 1, **agent):
+                 eval_episodes: int = 100, checkpoint_every: int = 50, torch_threads: int = 1, device: str = "cpu",
+                 **agent):
         unknown = sorted(set(agent) - set(AGENT_KEYS))
         if unknown:
             raise ConfigError(f"{unknown[0]} is not a setting of PPO: the agent's are {', '.join(AGENT_KEYS)}; the "
@@ -190,6 +195,7 @@ class PPO:
         batch = num_steps * env_cfg.num_envs if is_int(num_steps) and is_int(env_cfg.num_envs) else 1
         self._setup(to_train_config({
             "env": dataclasses.asdict(env_cfg), "agent": agent, "seed": seed, "torch_threads": torch_threads,
+            "device": device,
             "checkpoint_every": checkpoint_every, "eval": {"episodes": eval_episodes},
             "total_timesteps": max(batch, 1),  # the budget grows with each learn(); this one only validates
         }))
@@ -299,16 +305,20 @@ class PPO:
         return save_checkpoint(self.trainer.state_dict(), path)
 
     @classmethod
-    def load(cls, path: Union[str, Path]) -> "PPO":
+    def load(cls, path: Union[str, Path], device: Optional[str] = None) -> "PPO":
         """An agent from a checkpoint file or run folder written by ``save``, ``learn(logdir=…)`` or a Hydra run
         (a population member's too). Training it further continues the run: exactly where the checkpoint holds
-        the env state, else from fresh episodes (``exact`` says which)."""
+        the env state, else from fresh episodes (``exact`` says which). ``device`` trains it elsewhere than the
+        run did (e.g. ``"cpu"`` for a run trained on ``cuda``)."""
         state = load_checkpoint(path, key="path")
         if state["format"] != FORMAT_VERSION:
             raise ConfigError(f"path={str(path)!r} is invalid: the checkpoint was written by an older version of this "
                               f"package (format {state['format']}, now {FORMAT_VERSION}), whose training state cannot "
                               "be restored; python -m experiments.evaluate still reads it")
         config, _ = load_policy(state, key="path")
+        if device is not None:
+            check_device(device)
+            config.device = device
         model = cls.__new__(cls)
         model._setup(config, checkpoint=state)
         return model

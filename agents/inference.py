@@ -57,7 +57,7 @@ class PopulationSnapshot(NamedTuple):
         rows = slice(None) if members is None else list(members)
 
         def array(t: torch.Tensor) -> np.ndarray:
-            return t.detach().numpy()[rows].copy()
+            return t.detach().cpu().numpy()[rows].copy()
 
         def layers(pairs):
             return [(array(w).transpose(0, 2, 1).copy(), array(b)[:, None, :]) for w, b in pairs]
@@ -98,20 +98,21 @@ def numpy_supported(activation: str) -> bool:
 def _population_inference(population: PolicyPopulation, backend: str,
                           members: Optional[Sequence[int]] = None) -> Inference:
     rows = list(range(population.members)) if members is None else list(members)
-    log_std = None if population.log_std is None else population.log_std.detach().numpy()[rows].copy()
+    log_std = None if population.log_std is None else population.log_std.detach().cpu().numpy()[rows].copy()
     names = ("activation", "critic_activation")
     if backend == "numpy" and all(numpy_supported(getattr(population, name, "tanh")) for name in names):
         snap = PopulationSnapshot.of(population, members)
         return Inference(snap.dist_params, snap.value, log_std)
-    frozen = PolicyPopulation([population.member(k) for k in rows])
+    frozen = population.select(rows)  # on the population's device: observations go there, results come back
+    device = frozen.device
 
     def dist_params(obs: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            return frozen.dist_params(torch.from_numpy(obs)).numpy()
+            return frozen.dist_params(torch.from_numpy(obs).to(device)).cpu().numpy()
 
     def value(obs: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            return frozen.value(torch.from_numpy(obs)).numpy()
+            return frozen.value(torch.from_numpy(obs).to(device)).cpu().numpy()
 
     return Inference(dist_params, value, log_std)
 

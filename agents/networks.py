@@ -252,6 +252,23 @@ class PolicyPopulation(nn.Module):
         return self.stacked[0].shape[0]
 
     @property
+    def device(self) -> torch.device:
+        return self.stacked[0].device
+
+    def select(self, rows: Sequence[int]) -> "PolicyPopulation":
+        """A frozen copy of members ``rows`` (in that order), on this population's device: training this one does
+        not change it."""
+        new = PolicyPopulation.__new__(PolicyPopulation)
+        nn.Module.__init__(new)
+        new.names = list(self.names)
+        index = torch.as_tensor(list(rows), device=self.device)
+        new.stacked = nn.ParameterList([nn.Parameter(p.detach().index_select(0, index), requires_grad=False)
+                                        for p in self.stacked])
+        new._template = [copy.deepcopy(self._template[0])]
+        new._bind()
+        return new
+
+    @property
     def log_std(self) -> Optional[Tensor]:
         """``[P, A]``, None for categorical policies."""
         return self._log_std
@@ -284,7 +301,7 @@ class PolicyPopulation(nn.Module):
     # --- members -----------------------------------------------------------------------------------------------
     def member_state(self, k: int) -> "dict[str, Tensor]":
         """Member k's ``state_dict``, keys and layout of the member module's (what a checkpoint stores)."""
-        return OrderedDict((name, p[k].detach().clone()) for name, p in zip(self.names, self.stacked))
+        return OrderedDict((name, p[k].detach().cpu().clone()) for name, p in zip(self.names, self.stacked))
 
     def load_member_state(self, k: int, state: "dict[str, Tensor]") -> None:
         """Copy a member module's ``state_dict`` into member k (strict: PyTorch's own checks of keys and shapes)."""

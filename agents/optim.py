@@ -47,10 +47,11 @@ class FlatAdam:
         P = self.members
         sizes = [p[0].numel() for p in self.params]
         total = sum(sizes)
-        self.flat = torch.empty(P, total)
-        self.flat_grad = torch.zeros(P, total)
-        self.exp_avg = torch.zeros(P, total)
-        self.exp_avg_sq = torch.zeros(P, total)
+        device = self.params[0].device  # the population's: every buffer lives beside the parameters
+        self.flat = torch.empty(P, total, device=device)
+        self.flat_grad = torch.zeros(P, total, device=device)
+        self.exp_avg = torch.zeros(P, total, device=device)
+        self.exp_avg_sq = torch.zeros(P, total, device=device)
         self.steps = np.zeros(P, dtype=np.int64)
         """Adam steps taken by each member (host-side: the bias corrections are a few scalars per step)."""
         self.lr = np.zeros(P)
@@ -99,7 +100,7 @@ class FlatAdam:
         """A scalar when every member has the same value (the cheaper op), else a ``[P, 1]`` tensor."""
         if self.members == 1 or (values == values[0]).all():
             return float(values[0])
-        return torch.from_numpy(values.astype(np.float32)).unsqueeze(1)
+        return torch.from_numpy(values.astype(np.float32)).unsqueeze(1).to(self.flat.device)
 
     @torch.no_grad()
     def step(self, active: Optional[Tensor] = None) -> None:
@@ -116,7 +117,7 @@ class FlatAdam:
             self.exp_avg_sq.mul_(beta2).addcmul_(self.flat_grad, self.flat_grad, value=1 - beta2)
             lr = self.lr
         else:
-            on_np = active.numpy().astype(bool)
+            on_np = active.cpu().numpy().astype(bool)
             on = active.to(self.exp_avg.dtype).unsqueeze(1)
             self.steps += on_np
             self.exp_avg.lerp_(self.flat_grad, (1 - beta1) * on)
@@ -146,8 +147,8 @@ class FlatAdam:
         state = {}
         if self.steps[k] > 0:
             state = {i: {"step": torch.tensor(float(self.steps[k])),
-                         "exp_avg": self.exp_avg[k, sl].view(p.shape[1:]).clone(),
-                         "exp_avg_sq": self.exp_avg_sq[k, sl].view(p.shape[1:]).clone()}
+                         "exp_avg": self.exp_avg[k, sl].view(p.shape[1:]).cpu().clone(),
+                         "exp_avg_sq": self.exp_avg_sq[k, sl].view(p.shape[1:]).cpu().clone()}
                      for i, (p, sl) in enumerate(zip(self.params, self._slices))}
         return {"state": state, "param_groups": [{**self._group(k), "params": list(range(len(self.params)))}]}
 

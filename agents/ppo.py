@@ -33,8 +33,8 @@ def explained_variance(values: torch.Tensor, returns: torch.Tensor,
     values, returns = values.double(), returns.double()
     weights = None
     if counts is not None:
-        n = torch.as_tensor(counts, dtype=torch.float64).unsqueeze(-1)
-        weights = (torch.arange(values.shape[-1]) < n).double() / n.clamp(min=1)
+        n = torch.as_tensor(counts, dtype=torch.float64, device=values.device).unsqueeze(-1)
+        weights = (torch.arange(values.shape[-1], device=values.device) < n).double() / n.clamp(min=1)
 
     def variance(x: torch.Tensor) -> torch.Tensor:
         mean = sample_mean(x, weights).unsqueeze(-1)
@@ -42,7 +42,7 @@ def explained_variance(values: torch.Tensor, returns: torch.Tensor,
 
     var_returns = variance(returns)
     ev = 1.0 - variance(returns - values) / var_returns
-    return torch.where(var_returns == 0, torch.nan, ev).numpy()
+    return torch.where(var_returns == 0, torch.nan, ev).cpu().numpy()
 
 
 def normalize(x: torch.Tensor, eps: float = 1e-8, weights: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -81,11 +81,15 @@ class PPOAgent:
     ``cfgs`` are the members' configs: equal in everything that shapes the tensors (``PopulationShape`` keys), free
     to differ in ``PER_MEMBER_KEYS``. Member k has its own minibatch order (``rngs[k]``), advantage normalisation,
     gradient-norm clip, Adam state and learning rate, target-KL early stop and adaptive β.
+
+    The networks, the optimizer and the update's tensors live on ``device`` (the weights are initialised on the CPU
+    first, so member k starts from the same weights on any device); a ``Batch`` comes in from the host and the
+    diagnostics go back to it once per update. Minibatch orders are drawn on the host (``rngs``).
     """
 
     def __init__(self, cfgs: Union[PPOConfig, Sequence[PPOConfig]], obs_dim: int, action_dim: int, discrete: bool,
                  rngs: Union[np.random.Generator, Sequence[np.random.Generator]],
-                 network_seeds: Optional[Sequence[int]] = None):
+                 network_seeds: Optional[Sequence[int]] = None, device: Union[str, torch.device] = "cpu"):
         self.cfgs = [cfgs] if isinstance(cfgs, PPOConfig) else list(cfgs)
         self.rngs = [rngs] if isinstance(rngs, np.random.Generator) else list(rngs)
         cfg = self.cfg = self.cfgs[0]
@@ -97,6 +101,8 @@ class PPOAgent:
                                             for _ in range(P)])
         else:
             self.policy = build_population(obs_dim, action_dim, discrete, network_seeds, **cfg.network())
+        self.device = torch.device(device)
+        self.policy.to(self.device)
         self.optimizer = FlatAdam(self.policy.parameters(), lr=[c.learning_rate for c in self.cfgs], eps=1e-5)
         self.obs_norm: Optional[ObsNormalizer] = (ObsNormalizer(obs_dim, cfg.clip_obs, members=P)
                                                   if cfg.normalize_obs else None)
@@ -111,16 +117,17 @@ class PPOAgent:
             """The members' values of ``key``: one float when they share it (cheaper ops, and a solo run's),
             else a ``[P]`` tensor."""
             values = [none if getattr(c, key) is None else float(getattr(c, key)) for c in self.cfgs]
-            return values[0] if len(set(values)) == 1 else torch.tensor(values)
+            return values[0] if len(set(values)) == 1 else torch.tensor(values, device=self.device)
 
         self.clip_ratio, self.vf_coef = per_member("clip_ratio"), per_member("vf_coef")
         self.entropy_coef, clips = per_member("entropy_coef"), per_member("max_grad_norm")
         self.grad_clip = clips if isinstance(clips, torch.Tensor) or clips > 0 else None
         """The members' gradient-norm clip (per member, 0 = not clipped); None when no member clips."""
-        self.kl_limit = 1.5 * torch.tensor([math.inf if c.target_kl is None else c.target_kl for c in self.cfgs])
+        self.kl_limit = 1.5 * torch.tensor([math.inf if c.target_kl is None else c.target_kl for c in self.cfgs],
+                                           device=self.device)
         """A member stops its update's epochs at the first minibatch whose approx_kl exceeds 1.5 × its target."""
         self.use_target_kl = any(c.target_kl is not None for c in self.cfgs)
-        self.norm_adv = torch.tensor([c.norm_adv and c.advantage == "gae" for c in self.cfgs])
+        self.norm_adv = torch.tensor([c.norm_adv and c.advantage == "gae" for c in self.cfgs], device=self.device)
         self.norm_adv_any, self.norm_adv_all = bool(self.norm_adv.any()), bool(self.norm_adv.all())
 
     # --- members ---------------------------------------------------------------------------------------------
@@ -147,12 +154,12 @@ class PPOAgent:
     def _minibatches(self, sizes: np.ndarray):
         """One epoch's minibatches: per member a permutation of its own samples (from its own generator) split
         into ``num_minibatches`` parts as ``np.array_split`` splits; yields (indices ``[P, m]``, weights ``[P, m]``
-        or None, which members have samples or None). Members whose part j is shorter are padded with weight-0
-        samples."""
-        M = self.cfg.num_minibatches
+        or None, which members have samples or None), on the agent's device. Members whose part j is shorter are
+        padded with weight-0 samples."""
+        M, device = self.cfg.num_minibatches, self.device
         perms = [rng.permutation(int(n)) for rng, n in zip(self.rngs, sizes)]
         if (sizes == sizes[0]).all() and sizes[0] % M == 0:  # every part of every member has the same size
-            parts = torch.from_numpy(np.stack(perms)).view(len(perms), M, -1)
+            parts = torch.from_numpy(np.stack(perms)).view(len(perms), M, -1).to(device)
             for j in range(M):
                 yield parts[:, j], None, None
             return
@@ -164,33 +171,36 @@ class PPOAgent:
             if width == 0:
                 continue
             if (lens == width).all():
-                yield torch.from_numpy(np.stack(chunks)), None, None
+                yield torch.from_numpy(np.stack(chunks)).to(device), None, None
                 continue
             idx = np.zeros((len(chunks), width), dtype=np.int64)
             weights = np.zeros((len(chunks), width), dtype=np.float32)
             for k, c in enumerate(chunks):
                 idx[k, :len(c)] = c
                 weights[k, :len(c)] = 1.0 / max(len(c), 1)
-            yield torch.from_numpy(idx), torch.from_numpy(weights), torch.from_numpy(lens > 0)
+            yield (torch.from_numpy(idx).to(device), torch.from_numpy(weights).to(device),
+                   torch.from_numpy(lens > 0).to(device))
 
     def update(self, batch: Batch, active: Optional[np.ndarray] = None) -> dict[str, np.ndarray]:
         """``ppo_epochs`` passes of ``num_minibatches`` shuffled minibatches for every member where ``active``
         (default: all); returns each diagnostic as a ``[P]`` array (the mean over the member's minibatch steps)."""
-        cfg, policy = self.cfg, self.policy
+        cfg, policy, device = self.cfg, self.policy, self.device
         P = self.members
+        batch = batch.to(device)
         ref_params = ref_log_std = None
         if self.ref_policy is not None:
             with torch.no_grad():
                 ref_params = self.ref_policy.dist_params(batch.obs)
             ref_log_std = self.ref_policy.log_std
         kl_coef = float(self.kl_coef[0]) if (self.kl_coef == self.kl_coef[0]).all() else \
-            torch.from_numpy(self.kl_coef.astype(np.float32))
+            torch.from_numpy(self.kl_coef.astype(np.float32)).to(device)
         keys = UPDATE_METRICS + (("kl_ref",) if self.use_kl else ())
-        going = torch.ones(P, dtype=torch.bool) if active is None else torch.from_numpy(np.asarray(active, bool))
+        going = torch.ones(P, dtype=torch.bool, device=device) if active is None else \
+            torch.from_numpy(np.asarray(active, bool)).to(device)
         everyone = bool(going.all())
         per_minibatch: list[torch.Tensor] = []
         stepped: list[torch.Tensor] = []
-        rows = torch.arange(P).unsqueeze(1)
+        rows = torch.arange(P, device=device).unsqueeze(1)
         for _ in range(cfg.ppo_epochs):
             for idx, weights, has_samples in self._minibatches(batch.sizes()):
                 mb = batch.take(idx)
@@ -229,8 +239,8 @@ class PPOAgent:
             mask = torch.stack(stepped).double()  # [S, P]
             count = mask.sum(0)
             sums = (torch.stack(per_minibatch).double() * mask.unsqueeze(1)).sum(0)  # [K, P]
-            means = (sums / count.clamp(min=1)).numpy()
-            count = count.numpy().astype(int)
+            means = (sums / count.clamp(min=1)).cpu().numpy()
+            count = count.cpu().numpy().astype(int)
         else:
             means, count = np.zeros((len(keys), P)), np.zeros(P, dtype=int)
         metrics = dict(zip(keys, means))

@@ -48,11 +48,18 @@ class Batch(NamedTuple):
         """Valid samples of each member."""
         return np.full(self.members, self.obs.shape[1]) if self.counts is None else self.counts
 
+    def to(self, device: torch.device) -> "Batch":
+        """The samples on ``device`` (itself where they already are)."""
+        if self.obs.device == device:
+            return self
+        return Batch(*(t.to(device, non_blocking=True) for t in self[:6]), counts=self.counts)
+
     def take(self, idx: torch.Tensor) -> "Batch":
         """The samples ``idx[k]`` of each member k (``idx`` is ``[P, m]``): a minibatch."""
         P, m = idx.shape
         n = self.obs.shape[1]
-        flat = (idx + torch.arange(0, P * n, n).unsqueeze(1)).reshape(-1) if P > 1 else idx.reshape(-1)
+        flat = (idx + torch.arange(0, P * n, n, device=idx.device).unsqueeze(1)).reshape(-1) if P > 1 \
+            else idx.reshape(-1)
         return Batch(*(t.reshape(P * n, *t.shape[2:]).index_select(0, flat).view(P, m, *t.shape[2:])
                        for t in self[:6]))
 

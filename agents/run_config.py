@@ -7,6 +7,7 @@ Validation goes through OmegaConf's structured configs (types, unknown keys) and
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -18,6 +19,29 @@ def check_seed(seed) -> None:
     """Seeds go to torch.manual_seed and NumPy: a non-negative integer below 2**63."""
     if not is_int(seed) or not 0 <= seed < 2**63:
         raise ConfigError(f"seed={seed!r} is invalid: must be an integer in [0, 2**63)")
+
+
+def check_device(device) -> None:
+    """``cpu``, ``cuda`` or ``cuda:N`` (whether this machine has it is ``require_device``'s question: a checkpoint
+    trained on a GPU still loads, evaluates and exports without one)."""
+    if not isinstance(device, str) or not re.fullmatch(r"cpu|cuda(:\d+)?", device):
+        raise ConfigError(f"device={device!r} is invalid: must be cpu, cuda or cuda:N")
+
+
+def require_device(device: str) -> None:
+    """Refuse a ``device`` this torch cannot train on, before any training starts."""
+    check_device(device)
+    if device == "cpu":
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError(f"device={device!r} is not available: this torch sees no CUDA GPU "
+                          f"({torch.__version__}); use device=cpu")
+    index = int(device.partition(":")[2] or 0)
+    if index >= torch.cuda.device_count():
+        raise ConfigError(f"device={device!r} is not available: this torch sees {torch.cuda.device_count()} "
+                          f"CUDA GPU(s), cuda:0 … cuda:{torch.cuda.device_count() - 1}")
 
 
 @dataclass
@@ -69,6 +93,9 @@ class TrainConfig:
     """tqdm progress bar: null = only when stderr is a terminal."""
     torch_threads: int = 1
     """torch intra-op threads; 1 is fastest for small networks."""
+    device: str = "cpu"
+    """Where the networks train: ``cpu``, or ``cuda`` / ``cuda:N`` (a large population's update; envs, rollout
+    bookkeeping and checkpoints stay on the host)."""
 
     def validate(self) -> None:
         self.env.validate()
@@ -80,6 +107,7 @@ class TrainConfig:
             raise ConfigError("ref_checkpoint is only used by the KL penalty: set agent.kl_coef > 0 as well")
         if not is_int(self.torch_threads) or self.torch_threads < 1:
             raise ConfigError(f"torch_threads={self.torch_threads!r} is invalid: must be an integer ≥ 1")
+        check_device(self.device)
         if not is_int(self.checkpoint_every) or self.checkpoint_every < 0:
             raise ConfigError(f"checkpoint_every={self.checkpoint_every!r} is invalid: must be an integer ≥ 0")
         self.agent.validate(self.env.num_envs)

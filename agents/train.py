@@ -85,8 +85,10 @@ def nonfinite_members(values: dict[str, Any], members: int) -> dict[int, str]:
     """Member → the first named value (``[P, …]`` after reshaping) that holds a NaN or inf in that member's rows."""
     bad: dict[int, str] = {}
     for name, value in values.items():
-        arr = value.detach().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
-        ok = np.isfinite(arr.reshape(members, -1)).all(axis=1)
+        if isinstance(value, torch.Tensor):  # reduced where it lives: one [P] read-back from a GPU
+            ok = torch.isfinite(value.detach().reshape(members, -1)).all(dim=1).cpu().numpy()
+        else:
+            ok = np.isfinite(np.asarray(value).reshape(members, -1)).all(axis=1)
         for k in np.flatnonzero(~ok):
             bad.setdefault(int(k), name)
     return bad
@@ -138,7 +140,8 @@ class Trainer:
     ``run_info`` is stored in every checkpoint (the run's config, env id, …); ``init_agent`` (a checkpoint's
     ``agent`` state) is where π_θ, the critic and the observation statistics start, and with a KL penalty also the
     default reference π_ref (fine-tuning). Every random stream of member k comes from ``RunSeeds(seed_k)``
-    (``agents/seeding.py``), so members and runs with different seeds share none.
+    (``agents/seeding.py``), so members and runs with different seeds share none. ``device`` is where the networks
+    train (``PPOAgent``); envs, rollouts and checkpoints stay on the host.
     """
 
     def __init__(self, cfg: PPOConfig, envs, total_timesteps: int, seed: int, *,
@@ -147,7 +150,8 @@ class Trainer:
                  checkpoint_path: Optional[Path] = None, checkpoint_every: int = 0,
                  eval_every: int = 0, eval_episodes: int = 100, stop_return: Optional[float] = None,
                  progress: Optional[bool] = None, run_info: Optional[dict] = None,
-                 init_agent: Optional[dict] = None, members: Optional[Sequence[Member]] = None):
+                 init_agent: Optional[dict] = None, members: Optional[Sequence[Member]] = None,
+                 device: str = "cpu"):
         if members is None:
             members = [Member(cfg, seed, logger, checkpoint_path, stop_return, run_info or {}, init_agent,
                               checkpoint_every)]
@@ -172,7 +176,7 @@ class Trainer:
         self.state = [_Progress(RunSeeds(m.seed)) for m in self.members]
         obs_dim, action_dim, discrete = self.spec.dims()
         self.agent = PPOAgent(cfgs, obs_dim, action_dim, discrete, [s.seeds.minibatch_rng() for s in self.state],
-                              network_seeds=[s.seeds.network() for s in self.state])
+                              network_seeds=[s.seeds.network() for s in self.state], device=device)
         for k, m in enumerate(self.members):
             if m.init_agent is not None:
                 self.agent.start_from(k, m.init_agent)

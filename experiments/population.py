@@ -349,9 +349,15 @@ def pool_line(wall: float, workers: int) -> str:
     return f"populations trained in {wall:.2f} s by {workers} worker{'s' if workers > 1 else ''}"
 
 
-def timing_line(members: int, wall: float, seconds: dict) -> str:
-    return (f"population of {members} trained in {wall:.2f} s: rollout {seconds['rollout']:.2f} s, update "
+def timing_line(members: int, wall: float, seconds: dict, device=None) -> str:
+    """The population's wall and its split; on a GPU also the peak memory allocated there (for the benchmark)."""
+    line = (f"population of {members} trained in {wall:.2f} s: rollout {seconds['rollout']:.2f} s, update "
             f"{seconds['update']:.2f} s, evaluation {seconds['evaluation']:.2f} s")
+    if device is not None and device.type == "cuda":
+        import torch
+
+        line += f", GPU memory peak {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MB"
+    return line
 
 
 def _failed(exc: BaseException) -> BaseException:
@@ -406,7 +412,7 @@ def _train_group(jobs: Sequence[PopulationJob]) -> list[float | BaseException]:
             with StopFlag() as stop:
                 start = time.perf_counter()
                 results = trainer.run_population(should_stop=stop)
-            log.info(timing_line(len(ok), time.perf_counter() - start, trainer.seconds))
+            log.info(timing_line(len(ok), time.perf_counter() - start, trainer.seconds, trainer.agent.device))
         finally:
             envs.close()
     except Exception as exc:  # noqa: BLE001 - the population could not be built: each of its jobs fails with it

@@ -31,7 +31,7 @@ ENGINE_EXTRAS = {"hydra/launcher/ray": "ray", "hydra/launcher/submitit": "slurm"
 
 # Overrides a resumed run accepts; anything else would make it a different run (restating a key's saved value is
 # accepted too). eval.* only changes when and how the policy is evaluated, never the training trajectory.
-RESUME_OVERRIDES = ("resume", "total_timesteps", "progress", "checkpoint_every", "torch_threads",
+RESUME_OVERRIDES = ("resume", "total_timesteps", "progress", "checkpoint_every", "torch_threads", "device",
                     "eval.stop_return", "eval.every", "eval.episodes", "allow_inexact_resume")
 SIGNAL_EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 

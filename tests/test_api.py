@@ -235,3 +235,53 @@ def test_learn_edge_budgets_and_a_reached_stop_return(tmp_path):
     calls = []
     again = model.learn(64, stop_return=0.0, eval_every=1, callbacks=calls.append)
     assert again.global_step == 64 and [i.global_step for i in calls] == [64]
+
+
+# --- device ------------------------------------------------------------------------------------------------------
+HAS_CUDA = torch.cuda.is_available()
+
+
+@pytest.mark.parametrize("device, message", [
+    ("gpu", "device='gpu' is invalid: must be cpu, cuda or cuda:N"),
+    ("cuda:x", "device='cuda:x' is invalid"),
+    ("cuda:99", "device='cuda:99' is not available"),
+] + ([] if HAS_CUDA else [("cuda", "device='cuda' is not available: this torch sees no CUDA GPU")]))
+def test_a_device_this_machine_cannot_train_on_is_one_line(tmp_path, monkeypatch, capsys, device, message):
+    """From Python and from Hydra: the key, what is allowed, exit code 2, nothing written."""
+    with pytest.raises(ConfigError) as err:
+        PPO("CartPole-v1", device=device, **SMALL)
+    assert message in str(err.value) and "\n" not in str(err.value)
+    code, err_text = run_main(monkeypatch, capsys, *HYDRA_SMALL, f"device={device}", f"hydra.run.dir={tmp_path}")
+    assert code == 2 and message in err_text and "Traceback" not in err_text
+    assert not (tmp_path / "checkpoint.pt").exists()
+
+
+def test_a_run_trained_on_a_gpu_loads_evaluates_and_resumes_on_the_cpu(tmp_path, monkeypatch, capsys):
+    """A checkpoint holds host tensors whatever the device it trained on, and its config says the device: here a
+    CPU run's checkpoint relabelled device=cuda, as a GPU run writes it. experiments.evaluate reads it anywhere;
+    PPO.load and resume train it on the machine's own device when told to (device="cpu" / device=cpu), exactly
+    as the run would have gone on."""
+    whole = PPO("CartPole-v1", seed=6, eval_episodes=0, anneal_lr=False, **SMALL)
+    whole.learn(512)
+    first = PPO("CartPole-v1", seed=6, eval_episodes=0, anneal_lr=False, **SMALL)
+    first.learn(256, logdir=tmp_path / "run")
+    path = tmp_path / "run" / "checkpoint.pt"
+    state = torch.load(path, weights_only=True)
+    state["run"]["config"]["device"] = "cuda"
+    torch.save(state, path)
+    out = subprocess.run([sys.executable, "-m", "experiments.evaluate", f"checkpoint={path}", "episodes=3"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    if not HAS_CUDA:
+        with pytest.raises(ConfigError, match="device='cuda' is not available"):
+            PPO.load(path)
+    loaded = PPO.load(path, device="cpu")
+    loaded.learn(256)
+    for a, b in zip(whole.trainer.agent.policy.parameters(), loaded.trainer.agent.policy.parameters()):
+        assert torch.equal(a, b)
+    code, err = run_main(monkeypatch, capsys, f"resume={tmp_path / 'run'}", "total_timesteps=512", "device=cpu",
+                         "progress=false", f"hydra.run.dir={tmp_path / 'run'}")
+    assert code == 0, err
+    resumed = load_checkpoint(tmp_path / "run")
+    for name, tensor in whole.trainer.agent.member_state_dict(0)["policy"].items():
+        assert torch.equal(resumed["agent"]["policy"][name], tensor), name

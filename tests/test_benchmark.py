@@ -433,3 +433,37 @@ def test_sweep_benchmark_reads_the_population_timing_line_and_judges_its_targets
     results = {"methods": {"population": {"wall_seconds": {"median": 30.0}, "peak_rss_mb": {"median": 900.0}}},
                "speedup": {"median": 4.9}, "sb3_zoo_run": {"wall_seconds": 40.0}}
     assert [t["ok"] for t in sweep_targets(results)] == [False, True, True]
+
+
+def test_scale_benchmark_trains_each_population_size_for_real(tmp_path, capsys):
+    """``--mode scale`` on the CPU: one real population multirun per size, every member's final evaluation counted
+    (their mean as each member's train.log reports it), the phases read from the population's timing line, and
+    the launcher it ran (one population per core on a CPU) in the recorded command. A GPU device this machine does
+    not have is refused before any work."""
+    from experiments.benchmark.scale import member_finals
+
+    out = tmp_path / "scale.json"
+    results = run_benchmark(["--mode", "scale", "--members", "2,3", "--devices", "cpu", "--steps", "512",
+                             "--eval-episodes", "2", "--json", str(out)])
+    assert [(r["members"], r["device"]) for r in results["runs"]] == [(2, "cpu"), (3, "cpu")]
+    assert results["parity"] == [] and results["eval_episodes"] == 2
+    for row in results["runs"]:
+        assert f"hydra.launcher.n_jobs={os.cpu_count()}" in row["command"] and "device=cpu" in row["command"]
+        assert f"hydra.launcher.max_members={row['members']}" in row["command"]
+        assert row["phases"]["populations"] >= 1 and row["phases"]["rollout"] > 0 and row["gpu_peak_mb"] is None
+        assert 0 < row["final_eval_mean"] <= 500 and 0 <= row["solved"] <= row["members"]
+        assert row["env_steps_per_second"] == pytest.approx(row["members"] * 512 / row["wall_seconds"])
+    saved = json.loads(out.read_text())
+    assert [r["final_eval_mean"] for r in saved["runs"]] == [r["final_eval_mean"] for r in results["runs"]]
+    printed = capsys.readouterr().out
+    assert "P=2" in printed and "P=3" in printed
+    # the log parser reads what a run writes
+    run = tmp_path / "job"
+    run.mkdir()
+    (run / "train.log").write_text("[x][experiments.run][INFO] - eval: mean_return=123.50 std=1.00 episodes=2 "
+                                   "steps=512\n")
+    assert member_finals(tmp_path) == [123.5]
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit) as exc:
+            run_benchmark(["--mode", "scale", "--devices", "cpu,cuda"])
+        assert exc.value.code == 2 and "device='cuda' is not available" in capsys.readouterr().err

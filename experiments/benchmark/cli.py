@@ -10,9 +10,11 @@ Examples::
     python -m experiments.benchmark --mode solve --seeds 10 --override agent.learning_rate=2e-3
     python -m experiments.benchmark --mode parity --seeds 10 --steps 50000 --json parity.json
     python -m experiments.benchmark --mode scores --envs halfcheetah,hopper --seeds 3   # hours: not in --mode all
+    python -m experiments.benchmark --mode scale --members 256,1024 --devices cpu,cuda   # population size × device
 
 What each report measures is said in its module of ``experiments/benchmark/``: ``throughput``, ``solve``,
-``memory`` and ``parity`` (``--mode all``), ``scores`` (hours) and ``sweep`` (tens of minutes), only when asked.
+``memory`` and ``parity`` (``--mode all``), ``scores`` (hours), ``sweep`` and ``scale`` (tens of minutes), only
+when asked.
 This module reads the arguments, runs the reports asked for, prints the table (``report``) and writes the JSON.
 """
 
@@ -43,6 +45,7 @@ from experiments.benchmark.throughput import WALL_STEPS, report_throughput
 MODES = ("throughput", "solve", "memory", "parity")  # --mode all
 SCORES_MODE = "scores"  # experiments/benchmark/scores.py; hours long, so never part of --mode all
 SWEEP_MODE = "sweep"  # experiments/benchmark/sweep.py: a 48-run sweep, population vs joblib (tens of minutes)
+SCALE_MODE = "scale"  # experiments/benchmark/scale.py: population size × device
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -56,7 +59,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = _OneLineParser(prog="ppo-benchmark", description=__doc__.split("\n\n")[0],
                        epilog="\n\n".join(__doc__.split("\n\n")[1:3]),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--mode", choices=MODES + (SCORES_MODE, SWEEP_MODE, "all"), default="all",
+    p.add_argument("--mode", choices=MODES + (SCORES_MODE, SWEEP_MODE, SCALE_MODE, "all"), default="all",
                    help="all = throughput, solve, memory and parity; scores (hours) and sweep (population vs "
                         "joblib on a 48-run sweep) only when asked")
     p.add_argument("--env", default="CartPole-v1", help="Gymnasium id (default CartPole-v1)")
@@ -112,6 +115,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help="scores: where the runs go, as <out>/<word>/seed=<seed>/, with scores.json, scores.md and "
                         "<word>/learning_curves.png (default outputs/scores); rerun into the same --out to "
                         "continue a stopped benchmark")
+    p.add_argument("--members", type=_positive_ints, default=[48, 256], metavar="P[,P...]",
+                   help="scale: population sizes (default 48,256)")
+    p.add_argument("--devices", type=_devices, default=["cpu"], metavar="DEVICE[,DEVICE...]",
+                   help="scale: where each population trains: cpu, cuda, cuda:N (default cpu)")
+    p.add_argument("--timeout", type=float, default=3600.0,
+                   help="scale: seconds one multirun may take (default 3600)")
     p.add_argument("--solve-return", type=float, default=None,
                    help="time-to-solve threshold (default: the env's reward_threshold, 475 for CartPole-v1)")
     args = p.parse_args(argv)
@@ -130,22 +139,44 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         p.error(f"--population is for --mode {SCORES_MODE} (the sweep mode times the population launcher itself)")
     if args.generic and args.mode != SCORES_MODE:
         p.error(f"--generic is for --mode {SCORES_MODE}")
-    if args.eval_episodes is None and args.mode != SCORES_MODE:  # scores picks it per task
+    if args.eval_episodes is None and args.mode not in (SCORES_MODE, SCALE_MODE):  # they pick their own
         args.eval_episodes = 100
     return args
 
 
-def run_sweep_mode(args) -> dict:
-    """``--mode sweep``: run it, then write its JSON with when and where it was measured."""
-    from experiments.benchmark.sweep import run_sweep
-
+def _positive_ints(text: str) -> list[int]:
     try:
-        results = run_sweep(args)
+        values = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: every value must be ≥ 1")
+    return values
+
+
+def _devices(text: str) -> list[str]:
+    from agents.config import ConfigError
+    from agents.run_config import require_device
+
+    devices = text.split(",")
+    for device in devices:
+        try:
+            require_device(device)
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return devices
+
+
+def run_timed_mode(args, run, name: str) -> dict:
+    """``--mode sweep`` / ``scale``: run it, then write its JSON with when and where it was measured."""
+    try:
+        results = run(args)
     except BenchmarkError as exc:
         fail(str(exc), 1)
     results["meta"] = {"argv": args.argv, "machine": machine(), "torch": torch.__version__,
+                       "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
                        "time": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
-    write_json(args.json or Path("outputs") / "benchmark" / f"sweep-{time.strftime('%Y-%m-%d_%H-%M-%S')}.json",
+    write_json(args.json or Path("outputs") / "benchmark" / f"{name}-{time.strftime('%Y-%m-%d_%H-%M-%S')}.json",
                results)
     return results
 
@@ -163,7 +194,13 @@ def run_benchmark(argv: Optional[Sequence[str]] = None) -> dict:
 
         return run_scores(args)
     if args.mode == SWEEP_MODE:
-        return run_sweep_mode(args)
+        from experiments.benchmark.sweep import run_sweep
+
+        return run_timed_mode(args, run_sweep, "sweep")
+    if args.mode == SCALE_MODE:
+        from experiments.benchmark.scale import run_scale
+
+        return run_timed_mode(args, run_scale, "scale")
     modes = MODES if args.mode == "all" else (args.mode,)
     sb3 = sb3_available() and not args.no_sb3
     our_overrides = env_overrides(args.env) + list(args.override)

@@ -61,10 +61,13 @@ def launcher_overrides(method: str) -> list[str]:
     return ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={JOBLIB_WORKERS}", "torch_threads=1"]
 
 
-def multirun(method: str, overrides: Sequence[str], sweep_dir: Path, timeout: float = 3600.0) -> dict:
-    """One multirun in a fresh process: wall and CPU seconds, peak RSS (MB) and its output."""
-    cmd = [sys.executable, "-m", "experiments.train", "-m", *overrides, *launcher_overrides(method),
-           "progress=false", f"hydra.sweep.dir={sweep_dir}"]
+def multirun(method: str, overrides: Sequence[str], sweep_dir: Path, timeout: float = 3600.0,
+             launcher: Optional[Sequence[str]] = None) -> dict:
+    """One multirun in a fresh process: wall and CPU seconds, peak RSS (MB) and its output. ``launcher``: the
+    launcher overrides, if not the method's own."""
+    launcher = launcher_overrides(method) if launcher is None else list(launcher)
+    cmd = [sys.executable, "-m", "experiments.train", "-m", *overrides, *launcher, "progress=false",
+           f"hydra.sweep.dir={sweep_dir}"]
     wall, cpu, out, peak = run_peak_rss(cmd, timeout)
     return {"command": " ".join(cmd), "wall_seconds": wall, "cpu_seconds": cpu, "peak_rss_mb": peak, "output": out}
 

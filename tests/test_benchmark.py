@@ -440,7 +440,7 @@ def test_scale_benchmark_trains_each_population_size_for_real(tmp_path, capsys):
     (their mean as each member's train.log reports it), the phases read from the population's timing line, and
     the launcher it ran (one population per core on a CPU) in the recorded command. A GPU device this machine does
     not have is refused before any work."""
-    from experiments.benchmark.scale import member_finals
+    from experiments.benchmark.scale import device_parity, member_finals
 
     out = tmp_path / "scale.json"
     results = run_benchmark(["--mode", "scale", "--members", "2,3", "--devices", "cpu", "--steps", "512",
@@ -463,6 +463,9 @@ def test_scale_benchmark_trains_each_population_size_for_real(tmp_path, capsys):
     (run / "train.log").write_text("[x][experiments.run][INFO] - eval: mean_return=123.50 std=1.00 episodes=2 "
                                    "steps=512\n")
     assert member_finals(tmp_path) == [123.5]
+    # the device parity check, pointed at the CPU itself: the same run twice, so nothing apart
+    same = device_parity("cpu", 1000, iterations=3)
+    assert same["first_iteration_max_rel_diff"] == 0.0 and same["first_iteration_apart"] is None
     if not torch.cuda.is_available():
         with pytest.raises(SystemExit) as exc:
             run_benchmark(["--mode", "scale", "--devices", "cpu,cuda"])

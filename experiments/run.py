@@ -22,6 +22,7 @@ from agents.envstate import IncompleteEnvState
 from agents.logger import TensorBoardLogger
 from agents.train import Member, TrainResult
 from envs.vector import make_vec_env
+from agents.run_config import require_device
 from agents.run_config import TrainConfig, final_metrics, hparams_of, to_train_config  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
@@ -258,6 +259,7 @@ def plan_run(cfg: DictConfig, output_dir: str | Path, overrides: Sequence[str] =
     if resume is None:
         plan = RunPlan(cfg, train_cfg if train_cfg is not None else to_train_config(cfg), Path(output_dir))
         tc = plan.train_cfg
+        require_device(tc.device)
         if tc.ref_checkpoint is not None:
             plan.ref_state = load_checkpoint(tc.ref_checkpoint, key="ref_checkpoint")
             _check_compatible(plan.ref_state, tc, "ref_checkpoint")
@@ -285,6 +287,7 @@ def plan_run(cfg: DictConfig, output_dir: str | Path, overrides: Sequence[str] =
     saved.allow_inexact_resume = False
     saved.resume = resume
     train_cfg = to_train_config(saved)
+    require_device(train_cfg.device)
     train_cfg.allow_inexact_resume = allow_inexact
     _check_compatible(state, train_cfg, "resume")
     return RunPlan(saved, train_cfg, ckpt.parent, state=state)

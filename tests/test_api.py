@@ -253,7 +253,12 @@ def test_a_device_this_machine_cannot_train_on_is_one_line(tmp_path, monkeypatch
     assert message in str(err.value) and "\n" not in str(err.value)
     code, err_text = run_main(monkeypatch, capsys, *HYDRA_SMALL, f"device={device}", f"hydra.run.dir={tmp_path}")
     assert code == 2 and message in err_text and "Traceback" not in err_text
-    assert not (tmp_path / "checkpoint.pt").exists()
+    assert not (tmp_path / "checkpoint.pt").exists() and not (tmp_path / "tb").exists()
+    sweep = tmp_path / "sweep"  # a population multirun refuses each job when it is collected: nothing trains
+    code, err_text = run_main(monkeypatch, capsys, "-m", *HYDRA_SMALL, "seed=3,4", "hydra/launcher=population",
+                              f"device={device}", f"hydra.sweep.dir={sweep}")
+    assert code == 2 and message in err_text and "Traceback" not in err_text
+    assert not list(sweep.glob("*/tb")) and not list(sweep.glob("*/checkpoint.pt"))
 
 
 def test_a_run_trained_on_a_gpu_loads_evaluates_and_resumes_on_the_cpu(tmp_path, monkeypatch, capsys):

@@ -142,7 +142,7 @@ def format_table(results: dict) -> str:
                if meta["steps_override"] else []),
              ""]
     header = f"{'task':<30}{'budget':>11}{'seeds':>7}{'final eval (mean ± std)':>27}{'last 100 train':>20}" \
-             f"{'wall s/run':>20}  status"
+             f"  {'wall s/run':>30}  status"
     lines += [header, "-" * len(header)]
     for row in results["tasks"]:
         task = f"{row['task']} ({row['env_id']})"
@@ -161,9 +161,9 @@ def format_table(results: dict) -> str:
             task = ""
         if len(final) > 26:
             lines.append(f"{task:<30}{row['budget']:>11,}{seeds:>7}  {final}")
-            lines.append(f"{'':<48}{'':>27}{train:>20}{wall:>20}  {status}")
+            lines.append(f"{'':<48}{'':>27}{train:>20}  {wall:>30}  {status}")
         else:
-            lines.append(f"{task:<30}{row['budget']:>11,}{seeds:>7}{final:>27}{train:>20}{wall:>20}  {status}")
+            lines.append(f"{task:<30}{row['budget']:>11,}{seeds:>7}{final:>27}{train:>20}  {wall:>30}  {status}")
     lines += ["", "per seed (final eval; last 100 train; wall s; resumed?):"]
     for row in results["tasks"]:
         parts = []

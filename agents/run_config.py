@@ -7,6 +7,7 @@ Validation goes through OmegaConf's structured configs (types, unknown keys) and
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -117,6 +118,15 @@ class TrainConfig:
                               f"env.num_envs×agent.num_steps = {batch}")
 
 
+@functools.lru_cache(maxsize=None)
+def _structured(schema: type) -> Any:
+    """``OmegaConf.structured(schema)``, built once per schema (most of the cost of validating a config: a sweep
+    validates one per job). ``OmegaConf.merge`` copies its first argument, so the cached node is never changed."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.structured(schema)
+
+
 def to_record(schema: type, cfg: Any, missing: str = "{key} is mandatory"):
     """``cfg`` (a mapping or an OmegaConf config) merged onto the dataclass ``schema`` with OmegaConf's structured
     configs and validated: the typed record, or one ``ConfigError`` naming the key (an unknown key, a wrong type, a
@@ -126,7 +136,7 @@ def to_record(schema: type, cfg: Any, missing: str = "{key} is mandatory"):
     try:
         # Plain values: a composed config's '+new.key' is open for adding and would slip through the schema.
         values = OmegaConf.to_container(cfg) if OmegaConf.is_config(cfg) else cfg
-        record = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), values))
+        record = OmegaConf.to_object(OmegaConf.merge(_structured(schema), values))
     except MissingMandatoryValue as exc:
         raise ConfigError(missing.format(key=exc.full_key)) from None
     except Exception as exc:  # noqa: BLE001 - OmegaConf's validation errors: wrong type, unknown key

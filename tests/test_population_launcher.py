@@ -397,3 +397,39 @@ def test_jobs_compose_exactly_as_under_the_basic_launcher(tmp_path):
         assert ours_h["runtime"]["choices"] == {**theirs_h["runtime"]["choices"], "hydra/launcher": "population"}
         assert ours_h["job"]["override_dirname"] == theirs_h["job"]["override_dirname"]
         assert ours_h["overrides"]["task"] == theirs_h["overrides"]["task"]
+
+
+def test_jobs_collected_in_worker_processes_are_those_collected_here(tmp_path):
+    """With n_jobs=2 and enough jobs, phase 1 runs in two forked processes: every job's folder, ``.hydra/``
+    records and trained result are those of the same sweep collected in this process (n_jobs=1)."""
+    seeds = "seed=" + ",".join(str(s) for s in range(16))
+    for n_jobs in (1, 2):
+        proc = train(["-m", "hydra/launcher=population", f"hydra.launcher.n_jobs={n_jobs}", seeds, *TINY,
+                      f"hydra.sweep.dir={tmp_path / str(n_jobs)}"], cwd=REPO)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert ("collecting 16 jobs in 2 processes" in proc.stdout) == (n_jobs == 2)
+        announced = [line.split("#")[1].split(" :")[0] for line in proc.stdout.splitlines() if "\t#" in line]
+        assert announced == [str(i) for i in range(16)]
+    names = sorted(p.name for p in (tmp_path / "1").iterdir() if (p / ".hydra").is_dir())
+    assert len(names) == 16 and names == sorted(p.name for p in (tmp_path / "2").iterdir() if (p / ".hydra").is_dir())
+    for name in names:
+        ours, theirs = tmp_path / "2" / name, tmp_path / "1" / name
+        for record in ("config.yaml", "overrides.yaml"):
+            assert (ours / ".hydra" / record).read_text() == (theirs / ".hydra" / record).read_text()
+        ours_h, theirs_h = (yaml.safe_load((d / ".hydra" / "hydra.yaml").read_text())["hydra"] for d in (ours, theirs))
+        assert ours_h["job"]["num"] == theirs_h["job"]["num"] and ours_h["job"]["id"] == theirs_h["job"]["id"]
+        a, b = load_checkpoint(ours), load_checkpoint(theirs)
+        assert a["global_step"] == b["global_step"] == 256
+        assert a["final_eval"]["returns"].tolist() == pytest.approx(b["final_eval"]["returns"].tolist())
+
+
+def test_with_a_callback_jobs_are_collected_in_this_process(monkeypatch, capsys, tmp_path):
+    """A Hydra callback's on_job_start runs where a job is collected: with one configured, phase 1 stays in this
+    process even with n_jobs=2, so the callback sees every job start and end."""
+    JobEvents.events.clear()
+    code, err = run_main(monkeypatch, capsys, "-m", "hydra/launcher=population", "hydra.launcher.n_jobs=2",
+                         "seed=" + ",".join(str(s) for s in range(16)), *TINY, f"hydra.sweep.dir={tmp_path}",
+                         "+hydra.callbacks.events._target_=test_population_launcher.JobEvents")
+    assert code == 0, err
+    assert [e for e in JobEvents.events if e[0] == "start"] == [("start", i) for i in range(16)]
+    assert [e[:3] for e in JobEvents.events if e[0] == "end"] == [("end", i, JobStatus.COMPLETED) for i in range(16)]

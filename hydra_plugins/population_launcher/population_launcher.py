@@ -8,7 +8,8 @@ run folder, ``.hydra/`` files, job logging, callbacks, a ``JobReturn``), in thre
 
 1. collect: each job runs through Hydra's ``run_job`` inside ``experiments.population.collecting()``; the entry
    point validates the job's config and registers it instead of training (a bad value fails that job alone).
-   ``on_job_end`` callbacks are held back: the job has not finished.
+   ``on_job_end`` callbacks are held back: the job has not finished. With ``n_jobs`` > 1, many jobs and no Hydra
+   callbacks, this phase runs in ``n_jobs`` forked processes (``_collect_in_workers``).
 2. train: ``experiments.population.train_population`` trains the registered jobs, grouped into populations of at
    most ``max_members``, and returns one outcome per job.
 3. settle: each job's ``JobReturn`` gets its outcome (a return value, or the exception with a failed status, as
@@ -35,6 +36,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_MEMBERS = 64  # experiments.population.DEFAULT_MAX_MEMBERS (not imported: Hydra imports every plugin)
+COLLECT_SHARE = 8
+"""Fewest jobs per process for collecting in ``n_jobs`` processes (below it a fork and the pickling cost more)."""
 
 
 @dataclass
@@ -168,6 +171,16 @@ def _reuse_defaults_lists() -> None:
     config_loader_impl.create_defaults_list = create_defaults_list
 
 
+def _slim(ret: JobReturn) -> JobReturn:
+    """A collected job's ``JobReturn`` made lighter to send: its registered job keeps the ``JobReturn``'s copy of
+    its Hydra config (the same values) instead of a second one, and rebuilds its ``HydraConfig`` view from it
+    when it trains (``experiments.population.job_scope``)."""
+    job = ret._return_value
+    if ret.status == JobStatus.COMPLETED and getattr(job, "hydra_view", None) is not None:
+        job.hydra_cfg, job.hydra_view = ret.hydra_cfg, None
+    return ret
+
+
 def _settle(ret: JobReturn, outcome: Any) -> None:
     """Record a trained job's outcome as ``run_job`` records a task function's result or exception."""
     ret.return_value = outcome
@@ -209,16 +222,21 @@ class PopulationLauncher(Launcher):
         log.info(f"Launching {len(job_overrides)} jobs as populations of at most {self.max_members} members")
         callbacks = _HeldJobEnd(self.hydra_context.callbacks)
         context = HydraContext(config_loader=self.hydra_context.config_loader, callbacks=callbacks)
+        numbered = list(enumerate(job_overrides, start=initial_job_idx))
         with population.collecting():  # phase 1
-            runs = [self._collect(context, initial_job_idx + i, overrides) for i, overrides in enumerate(job_overrides)]
+            runs = self._collect_in_workers(context, numbered, callbacks)
+            if runs is None:
+                runs = [self._collect(context, idx, overrides) for idx, overrides in numbered]
         self._train(runs)  # phase 2
         callbacks.release()  # phase 3
         return runs
 
-    def _collect(self, context: HydraContext, idx: int, overrides: Sequence[str]) -> JobReturn:
+    def _collect(self, context: HydraContext, idx: int, overrides: Sequence[str], announce: bool = True
+                 ) -> JobReturn:
         """Run one job through Hydra as the basic launcher does (copied from its ``launch`` loop)."""
         assert self.hydra_context is not None and self.config is not None and self.task_function is not None
-        log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
+        if announce:
+            log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
         sweep_config = self._composed.pop(tuple(overrides), None)
         if sweep_config is None:
             sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
@@ -229,6 +247,66 @@ class PopulationLauncher(Launcher):
                       job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
         self._restore_logging()
         return ret
+
+    def _collect_in_workers(self, context: HydraContext, numbered: List[tuple[int, Sequence[str]]],
+                            callbacks: _HeldJobEnd) -> Optional[List[JobReturn]]:
+        """Phase 1 in ``n_jobs`` forked processes, each collecting a contiguous share of the jobs (Hydra composing
+        a job, writing its folder and its ``.hydra/`` records, and our validation take a large population's
+        start-up one job after another); the ``JobReturn`` of each comes back pickled, in job order. Only with
+        ``n_jobs`` > 1, at least ``COLLECT_SHARE`` jobs per process and no Hydra callbacks configured: a callback's
+        ``on_job_start`` runs where its job is collected, and must stay in this process. None: collect here."""
+        import multiprocessing
+        import pickle
+        from multiprocessing.connection import wait
+
+        workers = min(self.n_jobs, len(numbered) // COLLECT_SHARE)
+        if workers < 2 or getattr(callbacks, "callbacks", None):
+            return None
+        log.info(f"collecting {len(numbered)} jobs in {workers} processes")
+        for idx, overrides in numbered:  # announced here, in order, as the serial collect does
+            log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
+        size, extra = divmod(len(numbered), workers)
+        bounds = [i * size + min(i, extra) for i in range(workers + 1)]
+        ctx = multiprocessing.get_context("fork")
+        procs, conns = [], {}
+        for w in range(workers):
+            receive, send = ctx.Pipe(duplex=False)
+
+            def work(share=numbered[bounds[w]:bounds[w + 1]], send=send) -> None:
+                try:
+                    payload = pickle.dumps([_slim(self._collect(context, idx, overrides, announce=False))
+                                            for idx, overrides in share])
+                except BaseException as exc:  # noqa: BLE001 - sent to the parent, which raises it
+                    try:
+                        payload = pickle.dumps(exc)
+                    except Exception:  # noqa: BLE001 - an exception that cannot cross processes: its message can
+                        payload = pickle.dumps(RuntimeError(f"collecting jobs failed: {exc}"))
+                send.send_bytes(payload)
+                send.close()
+
+            proc = ctx.Process(target=work)
+            proc.start()
+            send.close()
+            procs.append(proc)
+            conns[receive] = w
+        shares: dict[int, Any] = {}
+        try:
+            while conns:
+                for conn in wait(list(conns)):
+                    w = conns.pop(conn)
+                    try:
+                        shares[w] = pickle.loads(conn.recv_bytes())
+                    except EOFError:
+                        shares[w] = RuntimeError(f"a process collecting jobs exited with code {procs[w].exitcode}")
+        finally:
+            for proc in procs:
+                proc.join()
+        runs: List[JobReturn] = []
+        for w in range(workers):
+            if isinstance(shares[w], BaseException):
+                raise shares[w]
+            runs += shares[w]
+        return runs
 
     def _train(self, runs: List[JobReturn]) -> None:
         """Train the collected jobs together and record each one's outcome in its ``JobReturn``."""

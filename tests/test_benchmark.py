@@ -440,7 +440,7 @@ def test_scale_benchmark_trains_each_population_size_for_real(tmp_path, capsys):
     (their mean as each member's train.log reports it), the phases read from the population's timing line, and
     the launcher it ran (one population per core on a CPU) in the recorded command. A GPU device this machine does
     not have is refused before any work."""
-    from experiments.benchmark.scale import device_parity, member_finals
+    from experiments.benchmark.scale import device_parity, launcher, member_finals
 
     out = tmp_path / "scale.json"
     results = run_benchmark(["--mode", "scale", "--members", "2,3", "--devices", "cpu", "--steps", "512",
@@ -449,7 +449,7 @@ def test_scale_benchmark_trains_each_population_size_for_real(tmp_path, capsys):
     assert results["parity"] == [] and results["eval_episodes"] == 2
     for row in results["runs"]:
         assert f"hydra.launcher.n_jobs={os.cpu_count()}" in row["command"] and "device=cpu" in row["command"]
-        assert f"hydra.launcher.max_members={row['members']}" in row["command"]
+        assert f"hydra.launcher.max_members={row['members']}" in row["command"] and row["workers"] == os.cpu_count()
         assert row["phases"]["populations"] >= 1 and row["phases"]["rollout"] > 0 and row["gpu_peak_mb"] is None
         assert 0 < row["final_eval_mean"] <= 500 and 0 <= row["solved"] <= row["members"]
         assert row["env_steps_per_second"] == pytest.approx(row["members"] * 512 / row["wall_seconds"])
@@ -457,6 +457,9 @@ def test_scale_benchmark_trains_each_population_size_for_real(tmp_path, capsys):
     assert [r["final_eval_mean"] for r in saved["runs"]] == [r["final_eval_mean"] for r in results["runs"]]
     printed = capsys.readouterr().out
     assert "P=2" in printed and "P=3" in printed
+    # a GPU run: one population by default, --gpu-workers N populations sharing the GPU
+    assert launcher("cuda", 16, 64)[:2] == ["hydra/launcher=population", "hydra.launcher.n_jobs=1"]
+    assert launcher("cuda", 16, 64, 4)[1] == "hydra.launcher.n_jobs=4" and launcher("cpu", 16, 64, 4)[1].endswith("=16")
     # the log parser reads what a run writes
     run = tmp_path / "job"
     run.mkdir()

@@ -119,13 +119,18 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help="scale: population sizes (default 48,256)")
     p.add_argument("--devices", type=_devices, default=["cpu"], metavar="DEVICE[,DEVICE...]",
                    help="scale: where each population trains: cpu, cuda, cuda:N (default cpu)")
+    p.add_argument("--gpu-workers", type=int, default=1, metavar="N",
+                   help="scale: worker processes of a GPU run (hydra.launcher.n_jobs), each a population of P/N "
+                        "members whose update shares the GPU and whose rollout runs on a core of its own "
+                        "(default 1)")
     p.add_argument("--timeout", type=float, default=3600.0,
                    help="scale: seconds one multirun may take (default 3600)")
     p.add_argument("--solve-return", type=float, default=None,
                    help="time-to-solve threshold (default: the env's reward_threshold, 475 for CartPole-v1)")
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    for name in ("steps", "seeds", "eval_every_steps", "eval_episodes", "repeats", "wall_steps", "jobs"):
+    for name in ("steps", "seeds", "eval_every_steps", "eval_episodes", "repeats", "wall_steps", "jobs",
+                 "gpu_workers"):
         value = getattr(args, name)
         if value is not None and value < 1:
             p.error(f"--{name.replace('_', '-')} must be ≥ 1")

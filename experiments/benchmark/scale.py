@@ -6,7 +6,8 @@ one real Hydra multirun in a fresh process trains P seeds of the tuned CartPole 
 
 - ``cpu``: ``hydra.launcher.n_jobs=<CPUs> torch_threads=1`` (the launcher's setting for a CPU: one population per
   core, ``P / CPUs`` members each);
-- ``cuda``: one population of P members in one process, its networks and update on the GPU (``device=cuda``).
+- ``cuda``: one population of P members in one process, its networks and update on the GPU (``device=cuda``);
+  with ``--gpu-workers N``, N worker processes of P/N members each, sharing the GPU, each rollout on a core.
 
 Per run: wall seconds, where they went (rollout, update, evaluation, and the rest: start-up, composing P jobs,
 logging, checkpoints; from the trainers' log lines), peak resident memory of the largest process, the GPU's peak
@@ -40,9 +41,10 @@ FINAL_EVAL = re.compile(r"eval: mean_return=(-?[0-9.]+|nan)")
 GPU_PEAK = re.compile(r"GPU memory peak ([0-9.]+) MB")
 
 
-def launcher(device: str, cpus: int, members: int) -> list[str]:
-    """The launcher overrides of one run: on a CPU one population per core, on a GPU all P in one."""
-    workers = cpus if device == "cpu" else 1
+def launcher(device: str, cpus: int, members: int, gpu_workers: int = 1) -> list[str]:
+    """The launcher overrides of one run: on a CPU one population per core, on a GPU ``gpu_workers`` populations
+    (all P in one by default)."""
+    workers = cpus if device == "cpu" else gpu_workers
     return ["hydra/launcher=population", f"hydra.launcher.n_jobs={workers}", f"hydra.launcher.max_members={members}",
             "torch_threads=1"]
 
@@ -96,13 +98,14 @@ def run_scale(args) -> dict:
                              f"total_timesteps={steps}", f"eval.episodes={episodes}", f"device={device}",
                              *args.override]
                 run = multirun("population", overrides, sweep_dir, timeout=args.timeout,
-                               launcher=launcher(device, cpus, members))
+                               launcher=launcher(device, cpus, members, args.gpu_workers))
                 finals = member_finals(sweep_dir)
                 if len(finals) != members:
                     raise BenchmarkError(f"scale: {len(finals)} of {members} members on {device} reported a final "
                                          f"evaluation; the multirun's output ends:\n{run['output'][-1500:]}")
                 gpu = [float(x) for x in GPU_PEAK.findall(run["output"])]
-                row = {"members": members, "device": device, "command": run["command"],
+                row = {"members": members, "device": device, "workers": cpus if device == "cpu" else args.gpu_workers,
+                       "command": run["command"],
                        "wall_seconds": run["wall_seconds"], "cpu_seconds": run["cpu_seconds"],
                        "peak_rss_mb": run["peak_rss_mb"], "gpu_peak_mb": max(gpu) if gpu else None,
                        "phases": phases("population", run, sweep_dir),
@@ -117,7 +120,7 @@ def run_scale(args) -> dict:
 def format_row(row: dict) -> str:
     ph = row["phases"]
     gpu = "" if row["gpu_peak_mb"] is None else f", GPU peak {row['gpu_peak_mb']:.0f} MB"
-    return (f"  P={row['members']:<5d} {row['device']:6s} wall {row['wall_seconds']:7.1f} s "
+    return (f"  P={row['members']:<5d} {row['device']:6s} {row.get('workers', 1):>2d} worker(s) wall {row['wall_seconds']:7.1f} s "
             f"({row['wall_seconds'] / row['members']:.3f} s/member, {row['env_steps_per_second']:,.0f} env steps/s): "
             f"rollout {ph['rollout']:.1f}, update {ph['update']:.1f}, evaluation {ph['evaluation']:.1f}, rest "
             f"{ph['start-up and the rest']:.1f} s; peak RSS {row['peak_rss_mb'] or float('nan'):.0f} MB{gpu}; "

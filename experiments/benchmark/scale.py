@@ -120,7 +120,8 @@ def run_scale(args) -> dict:
 def format_row(row: dict) -> str:
     ph = row["phases"]
     gpu = "" if row["gpu_peak_mb"] is None else f", GPU peak {row['gpu_peak_mb']:.0f} MB"
-    return (f"  P={row['members']:<5d} {row['device']:6s} {row.get('workers', 1):>2d} worker(s) wall {row['wall_seconds']:7.1f} s "
+    return (f"  P={row['members']:<5d} {row['device']:6s} {row.get('workers', 1):>2d} worker(s) "
+            f"wall {row['wall_seconds']:7.1f} s "
             f"({row['wall_seconds'] / row['members']:.3f} s/member, {row['env_steps_per_second']:,.0f} env steps/s): "
             f"rollout {ph['rollout']:.1f}, update {ph['update']:.1f}, evaluation {ph['evaluation']:.1f}, rest "
             f"{ph['start-up and the rest']:.1f} s; peak RSS {row['peak_rss_mb'] or float('nan'):.0f} MB{gpu}; "

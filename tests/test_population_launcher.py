@@ -400,18 +400,19 @@ def test_jobs_compose_exactly_as_under_the_basic_launcher(tmp_path):
 
 
 def test_jobs_collected_in_worker_processes_are_those_collected_here(tmp_path):
-    """With n_jobs=2 and enough jobs, phase 1 runs in two forked processes: every job's folder, ``.hydra/``
-    records and trained result are those of the same sweep collected in this process (n_jobs=1)."""
-    seeds = "seed=" + ",".join(str(s) for s in range(16))
+    """With n_jobs=2 and enough jobs, the jobs after the first are collected in two forked processes: every job's
+    folder, ``.hydra/`` records and trained result are those of the same sweep collected in this process
+    (n_jobs=1), and the jobs are announced in order."""
+    seeds = "seed=" + ",".join(str(s) for s in range(17))
     for n_jobs in (1, 2):
         proc = train(["-m", "hydra/launcher=population", f"hydra.launcher.n_jobs={n_jobs}", seeds, *TINY,
                       f"hydra.sweep.dir={tmp_path / str(n_jobs)}"], cwd=REPO)
         assert proc.returncode == 0, proc.stderr[-3000:]
-        assert ("collecting 16 jobs in 2 processes" in proc.stdout) == (n_jobs == 2)
+        assert ("collecting 16 more jobs in 2 processes" in proc.stdout) == (n_jobs == 2)
         announced = [line.split("#")[1].split(" :")[0] for line in proc.stdout.splitlines() if "\t#" in line]
-        assert announced == [str(i) for i in range(16)]
+        assert announced == [str(i) for i in range(17)]
     names = sorted(p.name for p in (tmp_path / "1").iterdir() if (p / ".hydra").is_dir())
-    assert len(names) == 16 and names == sorted(p.name for p in (tmp_path / "2").iterdir() if (p / ".hydra").is_dir())
+    assert len(names) == 17 and names == sorted(p.name for p in (tmp_path / "2").iterdir() if (p / ".hydra").is_dir())
     for name in names:
         ours, theirs = tmp_path / "2" / name, tmp_path / "1" / name
         for record in ("config.yaml", "overrides.yaml"):
@@ -428,8 +429,25 @@ def test_with_a_callback_jobs_are_collected_in_this_process(monkeypatch, capsys,
     process even with n_jobs=2, so the callback sees every job start and end."""
     JobEvents.events.clear()
     code, err = run_main(monkeypatch, capsys, "-m", "hydra/launcher=population", "hydra.launcher.n_jobs=2",
-                         "seed=" + ",".join(str(s) for s in range(16)), *TINY, f"hydra.sweep.dir={tmp_path}",
+                         "seed=" + ",".join(str(s) for s in range(17)), *TINY, f"hydra.sweep.dir={tmp_path}",
                          "+hydra.callbacks.events._target_=test_population_launcher.JobEvents")
     assert code == 0, err
-    assert [e for e in JobEvents.events if e[0] == "start"] == [("start", i) for i in range(16)]
-    assert [e[:3] for e in JobEvents.events if e[0] == "end"] == [("end", i, JobStatus.COMPLETED) for i in range(16)]
+    assert [e for e in JobEvents.events if e[0] == "start"] == [("start", i) for i in range(17)]
+    assert [e[:3] for e in JobEvents.events if e[0] == "end"] == [("end", i, JobStatus.COMPLETED) for i in range(17)]
+
+
+def test_a_job_refused_in_a_collecting_process_fails_alone_in_one_line(tmp_path):
+    """A job whose config is refused while it is collected in a worker process (clip_ratio=-1) fails alone with
+    its one ``error:`` line, as in this process; the other jobs train."""
+    root = tmp_path / "multirun"
+    proc = train(["-m", "hydra/launcher=population", "hydra.launcher.n_jobs=2", "agent.clip_ratio=0.2,-1",
+                  "seed=" + ",".join(str(s) for s in range(9)), *TINY, f"hydra.sweep.dir={root}",
+                  "hydra.sweep.subdir=${hydra.job.num}"], cwd=REPO)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "collecting 17 more jobs in 2 processes" in proc.stdout
+    refused = "error: agent.clip_ratio=-1.0 is invalid: must be > 0 (typically 0.1–0.3)"
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [refused] * 9 + ["error: a job of the multirun failed: agent.clip_ratio=-1.0 is invalid: must "
+                                      "be > 0 (typically 0.1–0.3)"]
+    trained = sorted(int(p.name) for p in root.iterdir() if (p / "checkpoint.pt").is_file())
+    assert trained == list(range(9))  # the clip_ratio=0.2 jobs (the first override varies slowest)

@@ -9,7 +9,8 @@ run folder, ``.hydra/`` files, job logging, callbacks, a ``JobReturn``), in thre
 1. collect: each job runs through Hydra's ``run_job`` inside ``experiments.population.collecting()``; the entry
    point validates the job's config and registers it instead of training (a bad value fails that job alone).
    ``on_job_end`` callbacks are held back: the job has not finished. With ``n_jobs`` > 1, many jobs and no Hydra
-   callbacks, this phase runs in ``n_jobs`` forked processes (``_collect_in_workers``).
+   callbacks, the jobs after the first are collected in up to ``n_jobs`` forked processes
+   (``_collect_in_workers``).
 2. train: ``experiments.population.train_population`` trains the registered jobs, grouped into populations of at
    most ``max_members``, and returns one outcome per job.
 3. settle: each job's ``JobReturn`` gets its outcome (a return value, or the exception with a failed status, as
@@ -171,16 +172,6 @@ def _reuse_defaults_lists() -> None:
     config_loader_impl.create_defaults_list = create_defaults_list
 
 
-def _slim(ret: JobReturn) -> JobReturn:
-    """A collected job's ``JobReturn`` made lighter to send: its registered job keeps the ``JobReturn``'s copy of
-    its Hydra config (the same values) instead of a second one, and rebuilds its ``HydraConfig`` view from it
-    when it trains (``experiments.population.job_scope``)."""
-    job = ret._return_value
-    if ret.status == JobStatus.COMPLETED and getattr(job, "hydra_view", None) is not None:
-        job.hydra_cfg, job.hydra_view = ret.hydra_cfg, None
-    return ret
-
-
 def _settle(ret: JobReturn, outcome: Any) -> None:
     """Record a trained job's outcome as ``run_job`` records a task function's result or exception."""
     ret.return_value = outcome
@@ -224,9 +215,11 @@ class PopulationLauncher(Launcher):
         context = HydraContext(config_loader=self.hydra_context.config_loader, callbacks=callbacks)
         numbered = list(enumerate(job_overrides, start=initial_job_idx))
         with population.collecting():  # phase 1
-            runs = self._collect_in_workers(context, numbered, callbacks)
-            if runs is None:
-                runs = [self._collect(context, idx, overrides) for idx, overrides in numbered]
+            runs = [self._collect(context, *numbered[0])] if numbered else []
+            if self._collect_here(runs, numbered, callbacks):
+                runs += [self._collect(context, idx, overrides) for idx, overrides in numbered[1:]]
+            else:
+                runs += self._collect_in_workers(context, numbered[1:])
         self._train(runs)  # phase 2
         callbacks.release()  # phase 3
         return runs
@@ -248,64 +241,96 @@ class PopulationLauncher(Launcher):
         self._restore_logging()
         return ret
 
-    def _collect_in_workers(self, context: HydraContext, numbered: List[tuple[int, Sequence[str]]],
-                            callbacks: _HeldJobEnd) -> Optional[List[JobReturn]]:
-        """Phase 1 in ``n_jobs`` forked processes, each collecting a contiguous share of the jobs (Hydra composing
-        a job, writing its folder and its ``.hydra/`` records, and our validation take a large population's
-        start-up one job after another); the ``JobReturn`` of each comes back pickled, in job order. Only with
-        ``n_jobs`` > 1, at least ``COLLECT_SHARE`` jobs per process and no Hydra callbacks configured: a callback's
-        ``on_job_start`` runs where its job is collected, and must stay in this process. None: collect here."""
+    def _collect_here(self, runs: List[JobReturn], numbered: Sequence[tuple[int, Sequence[str]]],
+                      callbacks: _HeldJobEnd) -> bool:
+        """Whether to collect the jobs after the first one in this process (as the basic launcher does) rather than
+        in worker processes: yes unless ``n_jobs`` > 1 leaves at least ``COLLECT_SHARE`` jobs per process, the first
+        job registered (an entry point that trains where it is called stays here), and no Hydra callback is
+        configured (a callback's ``on_job_start`` runs where its job is collected, and must stay in this
+        process)."""
+        from experiments import population
+
+        workers = min(self.n_jobs, (len(numbered) - 1) // COLLECT_SHARE)
+        registered = bool(runs) and isinstance(getattr(runs[0], "_return_value", None), population.PopulationJob)
+        return workers < 2 or not registered or bool(getattr(callbacks, "callbacks", True))
+
+    def _collect_in_workers(self, context: HydraContext, numbered: Sequence[tuple[int, Sequence[str]]]
+                            ) -> List[JobReturn]:
+        """Collect ``numbered`` jobs in forked processes, each a contiguous share of at least ``COLLECT_SHARE``
+        jobs: writing a job's folder and ``.hydra/`` records (Hydra's ``run_job``) and validating its config take a
+        large population's start-up one job after another otherwise. Each ``JobReturn`` comes back pickled, in job
+        order; one that cannot cross processes comes back as that job's failure (its one line)."""
         import multiprocessing
         import pickle
+        import sys
         from multiprocessing.connection import wait
 
+        from agents.config import first_line
+
         workers = min(self.n_jobs, len(numbered) // COLLECT_SHARE)
-        if workers < 2 or getattr(callbacks, "callbacks", None):
-            return None
-        log.info(f"collecting {len(numbered)} jobs in {workers} processes")
+        log.info(f"collecting {len(numbered)} more jobs in {workers} processes")
         for idx, overrides in numbered:  # announced here, in order, as the serial collect does
             log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
         size, extra = divmod(len(numbered), workers)
         bounds = [i * size + min(i, extra) for i in range(workers + 1)]
-        ctx = multiprocessing.get_context("fork")
-        procs, conns = [], {}
-        for w in range(workers):
-            receive, send = ctx.Pipe(duplex=False)
+        shares = [numbered[bounds[w]:bounds[w + 1]] for w in range(workers)]
 
-            def work(share=numbered[bounds[w]:bounds[w + 1]], send=send) -> None:
-                try:
-                    payload = pickle.dumps([_slim(self._collect(context, idx, overrides, announce=False))
-                                            for idx, overrides in share])
-                except BaseException as exc:  # noqa: BLE001 - sent to the parent, which raises it
+        def work(share: Sequence[tuple[int, Sequence[str]]], send: Any) -> None:
+            out: list[bytes] = []
+            try:
+                for idx, overrides in share:
+                    ret = self._collect(context, idx, overrides, announce=False)
                     try:
-                        payload = pickle.dumps(exc)
-                    except Exception:  # noqa: BLE001 - an exception that cannot cross processes: its message can
-                        payload = pickle.dumps(RuntimeError(f"collecting jobs failed: {exc}"))
-                send.send_bytes(payload)
-                send.close()
-
-            proc = ctx.Process(target=work)
-            proc.start()
+                        out.append(pickle.dumps(ret))
+                    except Exception as exc:  # noqa: BLE001 - this job fails alone, with its one line
+                        error = RuntimeError(f"job #{idx} could not be sent from its collecting process: "
+                                             f"{first_line(exc)}")
+                        out.append(pickle.dumps(JobReturn(overrides=ret.overrides, working_dir=ret.working_dir,
+                                                          task_name=ret.task_name, status=JobStatus.FAILED,
+                                                          _return_value=error)))
+                payload = pickle.dumps(out)
+            except BaseException as exc:  # noqa: BLE001 - sent to the parent, which raises it
+                payload = pickle.dumps(RuntimeError(f"collecting jobs failed: {first_line(exc)}"))
+            send.send_bytes(payload)
             send.close()
-            procs.append(proc)
-            conns[receive] = w
-        shares: dict[int, Any] = {}
+
+        ctx = multiprocessing.get_context("fork")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        procs, conns = [], {}
+        received: dict[int, Any] = {}
         try:
+            for w, share in enumerate(shares):
+                receive, send = ctx.Pipe(duplex=False)
+                proc = ctx.Process(target=work, args=(share, send))
+                proc.start()
+                send.close()
+                procs.append(proc)
+                conns[receive] = w
             while conns:
                 for conn in wait(list(conns)):
                     w = conns.pop(conn)
                     try:
-                        shares[w] = pickle.loads(conn.recv_bytes())
-                    except EOFError:
-                        shares[w] = RuntimeError(f"a process collecting jobs exited with code {procs[w].exitcode}")
+                        received[w] = pickle.loads(conn.recv_bytes())
+                    except Exception as exc:  # noqa: BLE001 - a share lost (its process died, or its answer)
+                        procs[w].join()
+                        received[w] = RuntimeError(f"a process collecting jobs failed (exit code "
+                                                   f"{procs[w].exitcode}): {first_line(exc)}")
+                    conn.close()
         finally:
+            for conn in conns:  # left unread on an error here: no process stays blocked on a full pipe
+                conn.close()
             for proc in procs:
+                if proc.exitcode is None and conns:
+                    proc.terminate()
                 proc.join()
+            for idx, overrides in numbered:  # compositions the sweeper's check made for the workers' jobs
+                self._composed.pop(tuple(overrides), None)
         runs: List[JobReturn] = []
-        for w in range(workers):
-            if isinstance(shares[w], BaseException):
-                raise shares[w]
-            runs += shares[w]
+        for w in range(len(shares)):
+            if isinstance(received[w], BaseException):
+                raise received[w]
+            runs += [pickle.loads(b) for b in received[w]]
         return runs
 
     def _train(self, runs: List[JobReturn]) -> None:

@@ -109,6 +109,9 @@ def hydra_one_line_errors(hydra_main) -> None:
         prefix = "a job of the multirun failed: " if isinstance(exc, (ConfigError, NumericalError)) else ""
         print(f"error: {prefix}{exc}", file=sys.stderr)
         sys.exit(_exit_code(exc))
+    except KeyboardInterrupt:  # Ctrl-C outside a training loop (start-up, collecting a sweep) or a second one
+        print("interrupted: stopped at once; every checkpoint already written is kept", file=sys.stderr)
+        sys.exit(SIGNAL_EXIT_CODES[signal.SIGINT])
     finally:
         os.environ.pop("HYDRA_FULL_ERROR", None)
 

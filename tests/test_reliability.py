@@ -404,3 +404,18 @@ def test_async_vector_env_run_is_refused_on_resume_not_resumed_inexactly(monkeyp
                          f"hydra.run.dir={tmp_path / 'again'}")
     assert code == 2 and err.startswith("error: resume: the run used an async vector env"), err
     assert (run / "checkpoint.pt").read_bytes() == before
+
+
+def test_ctrl_c_outside_a_training_loop_is_one_line_exit_130(monkeypatch, capsys, tmp_path):
+    """Ctrl-C before training starts (here: while the envs are made) has no checkpoint to write: one line, exit
+    130 as for an interrupted run, no traceback."""
+    import experiments.run
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(experiments.run, "make_vec_env", interrupted)
+    code, err = run_main(monkeypatch, capsys, "env=bandit", "total_timesteps=256", f"hydra.run.dir={tmp_path}")
+    assert code == 130
+    assert err.strip().splitlines() == ["interrupted: stopped at once; every checkpoint already written is kept"]
+    assert not (tmp_path / "checkpoint.pt").exists()

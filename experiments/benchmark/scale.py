@@ -41,10 +41,15 @@ FINAL_EVAL = re.compile(r"eval: mean_return=(-?[0-9.]+|nan)")
 GPU_PEAK = re.compile(r"GPU memory peak ([0-9.]+) MB")
 
 
+def worker_count(device: str, cpus: int, gpu_workers: int = 1) -> int:
+    """Worker processes of one run: on a CPU one population per core, on a GPU ``gpu_workers`` populations (all P
+    in one by default)."""
+    return cpus if device == "cpu" else gpu_workers
+
+
 def launcher(device: str, cpus: int, members: int, gpu_workers: int = 1) -> list[str]:
-    """The launcher overrides of one run: on a CPU one population per core, on a GPU ``gpu_workers`` populations
-    (all P in one by default)."""
-    workers = cpus if device == "cpu" else gpu_workers
+    """The launcher overrides of one run (``worker_count`` populations)."""
+    workers = worker_count(device, cpus, gpu_workers)
     return ["hydra/launcher=population", f"hydra.launcher.n_jobs={workers}", f"hydra.launcher.max_members={members}",
             "torch_threads=1"]
 
@@ -104,7 +109,7 @@ def run_scale(args) -> dict:
                     raise BenchmarkError(f"scale: {len(finals)} of {members} members on {device} reported a final "
                                          f"evaluation; the multirun's output ends:\n{run['output'][-1500:]}")
                 gpu = [float(x) for x in GPU_PEAK.findall(run["output"])]
-                row = {"members": members, "device": device, "workers": cpus if device == "cpu" else args.gpu_workers,
+                row = {"members": members, "device": device, "workers": worker_count(device, cpus, args.gpu_workers),
                        "command": run["command"],
                        "wall_seconds": run["wall_seconds"], "cpu_seconds": run["cpu_seconds"],
                        "peak_rss_mb": run["peak_rss_mb"], "gpu_peak_mb": max(gpu) if gpu else None,
@@ -120,7 +125,7 @@ def run_scale(args) -> dict:
 def format_row(row: dict) -> str:
     ph = row["phases"]
     gpu = "" if row["gpu_peak_mb"] is None else f", GPU peak {row['gpu_peak_mb']:.0f} MB"
-    return (f"  P={row['members']:<5d} {row['device']:6s} {row.get('workers', 1):>2d} worker(s) "
+    return (f"  P={row['members']:<5d} {row['device']:6s} {row['workers']:>2d} worker(s) "
             f"wall {row['wall_seconds']:7.1f} s "
             f"({row['wall_seconds'] / row['members']:.3f} s/member, {row['env_steps_per_second']:,.0f} env steps/s): "
             f"rollout {ph['rollout']:.1f}, update {ph['update']:.1f}, evaluation {ph['evaluation']:.1f}, rest "

@@ -172,6 +172,11 @@ def _reuse_defaults_lists() -> None:
     config_loader_impl.create_defaults_list = create_defaults_list
 
 
+def _announce(idx: int, overrides: Sequence[str]) -> None:
+    """The basic launcher's line for a job it launches."""
+    log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
+
+
 def _settle(ret: JobReturn, outcome: Any) -> None:
     """Record a trained job's outcome as ``run_job`` records a task function's result or exception."""
     ret.return_value = outcome
@@ -216,10 +221,11 @@ class PopulationLauncher(Launcher):
         numbered = list(enumerate(job_overrides, start=initial_job_idx))
         with population.collecting():  # phase 1
             runs = [self._collect(context, *numbered[0])] if numbered else []
-            if self._collect_here(runs, numbered, callbacks):
+            workers = self._collecting_processes(runs, numbered, callbacks)
+            if workers < 2:
                 runs += [self._collect(context, idx, overrides) for idx, overrides in numbered[1:]]
             else:
-                runs += self._collect_in_workers(context, numbered[1:])
+                runs += self._collect_in_workers(context, numbered[1:], workers)
         self._train(runs)  # phase 2
         callbacks.release()  # phase 3
         return runs
@@ -229,7 +235,7 @@ class PopulationLauncher(Launcher):
         """Run one job through Hydra as the basic launcher does (copied from its ``launch`` loop)."""
         assert self.hydra_context is not None and self.config is not None and self.task_function is not None
         if announce:
-            log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
+            _announce(idx, overrides)
         sweep_config = self._composed.pop(tuple(overrides), None)
         if sweep_config is None:
             sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
@@ -241,21 +247,22 @@ class PopulationLauncher(Launcher):
         self._restore_logging()
         return ret
 
-    def _collect_here(self, runs: List[JobReturn], numbered: Sequence[tuple[int, Sequence[str]]],
-                      callbacks: _HeldJobEnd) -> bool:
-        """Whether to collect the jobs after the first one in this process (as the basic launcher does) rather than
-        in worker processes: yes unless ``n_jobs`` > 1 leaves at least ``COLLECT_SHARE`` jobs per process, the first
-        job registered (an entry point that trains where it is called stays here), and no Hydra callback is
+    def _collecting_processes(self, runs: List[JobReturn], numbered: Sequence[tuple[int, Sequence[str]]],
+                              callbacks: _HeldJobEnd) -> int:
+        """How many processes collect the jobs after the first one; below 2 they are collected in this process,
+        as the basic launcher does. Up to ``n_jobs`` with at least ``COLLECT_SHARE`` jobs each, provided the first
+        job registered (an entry point that trains where it is called stays here) and no Hydra callback is
         configured (a callback's ``on_job_start`` runs where its job is collected, and must stay in this
         process)."""
         from experiments import population
 
-        workers = min(self.n_jobs, (len(numbered) - 1) // COLLECT_SHARE)
         registered = bool(runs) and isinstance(getattr(runs[0], "_return_value", None), population.PopulationJob)
-        return workers < 2 or not registered or bool(getattr(callbacks, "callbacks", True))
+        if not registered or getattr(callbacks, "callbacks", True):
+            return 1
+        return min(self.n_jobs, (len(numbered) - 1) // COLLECT_SHARE)
 
-    def _collect_in_workers(self, context: HydraContext, numbered: Sequence[tuple[int, Sequence[str]]]
-                            ) -> List[JobReturn]:
+    def _collect_in_workers(self, context: HydraContext, numbered: Sequence[tuple[int, Sequence[str]]],
+                            workers: int) -> List[JobReturn]:
         """Collect ``numbered`` jobs in forked processes, each a contiguous share of at least ``COLLECT_SHARE``
         jobs: writing a job's folder and ``.hydra/`` records (Hydra's ``run_job``) and validating its config take a
         large population's start-up one job after another otherwise. Each ``JobReturn`` comes back pickled, in job
@@ -267,10 +274,9 @@ class PopulationLauncher(Launcher):
 
         from agents.config import first_line
 
-        workers = min(self.n_jobs, len(numbered) // COLLECT_SHARE)
         log.info(f"collecting {len(numbered)} more jobs in {workers} processes")
         for idx, overrides in numbered:  # announced here, in order, as the serial collect does
-            log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
+            _announce(idx, overrides)
         size, extra = divmod(len(numbered), workers)
         bounds = [i * size + min(i, extra) for i in range(workers + 1)]
         shares = [numbered[bounds[w]:bounds[w + 1]] for w in range(workers)]

@@ -178,7 +178,9 @@ def space_dims(envs_: object) -> tuple[int, int, bool]:
     return vector_space_spec(envs_).dims()
 
 
-_TORCH_ACT = {"tanh": torch.tanh, "relu": torch.relu, "elu": F.elu, "gelu": F.gelu}
+# Applied in place where autograd allows it (tanh, ReLU and ELU save their result, not their input, so writing
+# over the layer's pre-activation is allowed; GELU's backward needs its input): one buffer per layer, not two.
+_TORCH_ACT = {"tanh": torch.tanh_, "relu": torch.relu_, "elu": lambda x: F.elu(x, inplace=True), "gelu": F.gelu}
 
 
 def batched_mlp(layers: Sequence[tuple[Tensor, Tensor]], x: Tensor, activation: str) -> Tensor:
@@ -194,7 +196,9 @@ def batched_mlp(layers: Sequence[tuple[Tensor, Tensor]], x: Tensor, activation: 
                 h = act(h)
         return h.unsqueeze(0)
     for i, (weight, bias) in enumerate(layers):
-        x = torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+        # product, bias and activation in one buffer: a fresh [P, B, hidden] tensor per op (what baddbmm with a
+        # broadcast bias and an out-of-place activation allocate) costs more than their element-wise work
+        x = torch.bmm(x, weight.transpose(1, 2)).add_(bias.unsqueeze(1))
         if i < last:
             x = act(x)
     return x

@@ -378,17 +378,31 @@ def test_members_continue_as_the_readme_says(sweep, tmp_path):
         assert max(steps) == 512 and len(steps) == len(set(steps))  # continued, nothing logged twice
 
 
-def test_jobs_compose_exactly_as_under_the_basic_launcher(tmp_path):
-    """The launcher builds each distinct defaults list and composes each distinct set of config files once
-    (``_reuse_defaults_lists``, ``_reuse_compositions``): every job's recorded
-    config, overrides and choices equal those of the same sweep under Hydra's basic launcher."""
+@pytest.mark.parametrize("searchpath", [False, True])
+def test_jobs_compose_exactly_as_under_the_basic_launcher(tmp_path, searchpath):
+    """The launcher initialises each job's config sources once per search path, builds each distinct defaults
+    list and composes each distinct set of config files once (``_reuse_repositories``, ``_reuse_defaults_lists``,
+    ``_reuse_compositions``): every job's recorded config, overrides and choices equal those of the same sweep
+    under Hydra's basic launcher — also with a ``hydra.searchpath`` that brings a config group option of its
+    own."""
     args = ["-m", "env=bandit,cartpole", "agent.clip_ratio=0.1,0.2", "total_timesteps=256", "eval.episodes=2",
             "agent.num_steps=16", "env.num_envs=2"]
+    if searchpath:  # env=extra exists only on the added search path
+        extra = tmp_path / "more_conf" / "env"
+        extra.mkdir(parents=True)
+        (extra / "extra.yaml").write_text((CONF / "env" / "bandit.yaml").read_text().replace("num_envs: 8",
+                                                                                             "num_envs: 3"))
+        args = ["-m", f"hydra.searchpath=[file://{extra.parent}]", "env=extra", "agent.clip_ratio=0.1,0.2",
+                "seed=0,1", "total_timesteps=256", "eval.episodes=2", "agent.num_steps=16"]
     for launcher in ("population", "basic"):
         proc = train([*args, f"hydra/launcher={launcher}", f"hydra.sweep.dir={tmp_path / launcher}"], cwd=REPO)
         assert proc.returncode == 0, proc.stderr[-3000:]
     names = sorted(p.name for p in (tmp_path / "basic").iterdir() if (p / ".hydra").is_dir())
     assert len(names) == 4
+    if searchpath:
+        for name in names:
+            assert yaml.safe_load((tmp_path / "population" / name / ".hydra" / "config.yaml").read_text()
+                                  )["env"]["num_envs"] == 3
     for name in names:
         ours, theirs = tmp_path / "population" / name / ".hydra", tmp_path / "basic" / name / ".hydra"
         for record in ("config.yaml", "overrides.yaml"):

@@ -96,6 +96,7 @@ def _remember_compositions(loader: Any, store: dict) -> None:
     if getattr(loader, "_population_store", None) is store:
         return
     compose = getattr(loader, "_population_compose", loader.load_sweep_config)
+    _reuse_repositories(loader)
     _reuse_compositions(loader)
     _reuse_defaults_lists()
 
@@ -109,6 +110,36 @@ def _remember_compositions(loader: Any, store: dict) -> None:
     loader._population_compose = compose
     loader._population_store = store
     loader.load_sweep_config = load_sweep_config
+
+
+def _reuse_repositories(loader: Any) -> None:
+    """Initialise each job's config sources once per distinct search path. For every job Hydra's loader deep-copies
+    its config repository, loads the primary config file again to read ``hydra.searchpath`` from it, and
+    re-initialises the copy's sources with that search path (hydra-core 1.3's internal
+    ``_parse_overrides_and_create_caching_repo``). The sources only read config files and the ``ConfigStore``, and
+    depend on nothing but the primary config and a ``hydra.searchpath`` override, so jobs that agree on those share
+    one initialised copy; each job still gets a cache of its own (a config loaded for one job is never handed to
+    another). Wraps that function on this loader instance; without it, nothing changes."""
+    make_repo = getattr(loader, "_parse_overrides_and_create_caching_repo", None)
+    if make_repo is None or getattr(loader, "_population_repositories", None) is not None:
+        return
+    try:
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+    except ImportError:
+        return
+    shared: dict = {}
+
+    def parse_and_share(config_name: Optional[str], overrides: List[str]) -> Any:
+        parsed = OverridesParser.create().parse_overrides(overrides=overrides)
+        key = (config_name, tuple(o.input_line for o in parsed if o.key_or_group == "hydra.searchpath"))
+        if key not in shared:
+            shared[key] = make_repo(config_name, overrides)[1]
+        repo = copy.copy(shared[key])  # the initialised sources, shared
+        repo.cache = {}
+        return parsed, repo
+
+    loader._population_repositories = shared
+    loader._parse_overrides_and_create_caching_repo = parse_and_share
 
 
 def _reuse_compositions(loader: Any) -> None:

@@ -75,10 +75,13 @@ def _freeze_long_lived() -> None:
     imported modules: torch, Hydra, Gymnasium — hundreds of thousands of objects that live as long as the
     process) out of the cyclic collector's reach, so its full collections stop rescanning them (and forked
     workers share them untouched); at exit it freezes again, so the interpreter's last full collection has nothing
-    left to scan. Only cyclic collection is affected: objects freed by reference counting are freed as before."""
+    left to scan. Only cyclic collection is affected: objects freed by reference counting are freed as before, and
+    the garbage already there is collected first (a process that called other code before, e.g. a test session,
+    keeps nothing it had dropped)."""
     global _frozen
     if not _frozen:
         _frozen = True
+        gc.collect()
         gc.freeze()
         atexit.register(gc.freeze)
 

@@ -422,20 +422,25 @@ def test_ctrl_c_outside_a_training_loop_is_one_line_exit_130(monkeypatch, capsys
 
 
 def test_entry_points_take_the_start_up_heap_out_of_garbage_collection():
-    """``hydra_one_line_errors`` freezes what is alive before the first job (the imported modules) once per
-    process, so the collector's full passes skip it; reference counting still frees everything else."""
-    script = ("import gc, sys\n"
+    """``hydra_one_line_errors`` collects the garbage there is, then freezes what is alive before the first job
+    (the imported modules) once per process, so the collector's full passes skip it."""
+    script = ("import gc, sys, weakref\n"
               "from experiments.run import hydra_one_line_errors\n"
+              "gc.disable()  # no automatic pass: only the entry point collects\n"
+              "class Node: pass\n"
+              "dropped = Node(); dropped.me = dropped; ref = weakref.ref(dropped); del dropped  # a garbage cycle\n"
               "before = gc.get_freeze_count()\n"
               "counts = []\n"
               "hydra_one_line_errors(lambda: counts.append(gc.get_freeze_count()))\n"
               "kept = [[i] for i in range(20000)]  # alive at the second call: frozen only if it froze again\n"
               "hydra_one_line_errors(lambda: counts.append(gc.get_freeze_count()))\n"
-              "print(before, *counts)\n")
+              "print(before, *counts, ref() is None)\n")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
                          cwd=Path(__file__).resolve().parent.parent)
     assert out.returncode == 0, out.stderr
-    before, first, second = map(int, out.stdout.split())
+    before, first, second, collected = out.stdout.split()
+    before, first, second = int(before), int(first), int(second)
     assert before == 0
+    assert collected == "True"     # the garbage cycle was collected before the freeze, not kept for good
     assert first > 50_000          # torch, Hydra and the package's modules, frozen at the first call
     assert abs(second - first) < 1000  # only once per process

@@ -70,6 +70,9 @@ def user_errors() -> Iterator[None]:
         sys.exit(_exit_code(exc))
 
 
+_frozen = False  # _freeze_long_lived has run in this process
+
+
 def _freeze_long_lived() -> None:
     """Once per process, before the first job: CPython's ``gc.freeze()`` moves every object alive now (the
     imported modules: torch, Hydra, Gymnasium — hundreds of thousands of objects that live as long as the
@@ -84,9 +87,6 @@ def _freeze_long_lived() -> None:
         gc.collect()
         gc.freeze()
         atexit.register(gc.freeze)
-
-
-_frozen = False
 
 
 def hydra_one_line_errors(hydra_main) -> None:

@@ -573,7 +573,13 @@ def test_slurm_example_on_a_private_slurm_cluster(slurm_cluster, tmp_path):
         assert hydra_cfg["job"]["id"] == task
         log = (root / ".submitit" / task / f"{task}_0_log.out").read_text()
         assert f"JobEnvironment(job_id={task}" in log and f"run dir: {job}" in log
-    ctld_log = (slurm_cluster["root"] / "log" / "slurmctld.log").read_text()
+    # submitit returns once each job's result file is written; the job processes may still be exiting, so wait
+    # (bounded) until SLURM has recorded both completions before reading their exit status.
+    ctld = slurm_cluster["root"] / "log" / "slurmctld.log"
+    deadline = time.monotonic() + 120
+    while ctld.read_text().count("_job_complete") < 4 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    ctld_log = ctld.read_text()
     assert ctld_log.count("WEXITSTATUS 0") == 2, ctld_log[-3000:]
     watch.assert_private()
 

@@ -253,35 +253,55 @@ class Trainer:
         return self.member_state_dict(0)
 
     def load_state_dict(self, state: dict, allow_inexact: bool = False) -> bool:
-        """Restore a solo run's checkpoint; True if the run continues exactly. When the checkpoint could not capture
-        the env state (``envstate``), ``IncompleteEnvState`` is raised unless ``allow_inexact``, in which case the
-        envs restart from fresh episodes (stream ``resumed_envs(iteration)`` of the seed tree) and False is
-        returned."""
+        """Restore a solo run's checkpoint; True if the run continues exactly (``load_state_dicts``)."""
         if len(self.members) != 1:
-            raise ValueError("load_state_dict restores a solo run; a population restores its members one by one")
-        st = self.state[0]
-        self.agent.load_member_state_dict(0, state["agent"])
-        self.iteration = st.iteration = int(state["iteration"])
-        self.global_step = st.global_step = int(state["global_step"])
-        st.solved_step = state["solved_step"]
-        final = state.get("final_eval")
-        st.final_eval = None if final is None else (
-            int(final["iteration"]), EvalResult(final["returns"].numpy().copy(), final["lengths"].numpy().copy()))
-        stopped_under = state.get("stopped_under")
-        st.stopped_under = None if stopped_under is None else (int(stopped_under[0]), float(stopped_under[1]))
-        st.recent_returns.extend(state["recent_returns"])
-        self.collector.rngs[0].bit_generator.state = state["rng"]
-        self.agent.rngs[0].bit_generator.state = state["minibatch_rng"]
-        torch.set_rng_state(state["torch_rng"])
-        self.collector.obs = state["collector"]["obs"].numpy().copy()[None]
-        self.collector.prev_done = state["collector"]["prev_done"].numpy().copy()
-        if self.collector.reward_scaler is not None:
-            self.collector.reward_scaler.load_member_state(0, state["collector"]["reward_scaler"])
-        env_state = state["collector"]["env"]
+            raise ValueError("load_state_dict restores a solo run; a population restores its members with "
+                             "load_state_dicts")
+        return self.load_state_dicts([state], allow_inexact)
+
+    def load_state_dicts(self, states: Sequence[dict], allow_inexact: bool = False) -> bool:
+        """Restore each member from a checkpoint in a solo run's layout (member k from ``states[k]``, all at the same
+        iteration); True if the run continues exactly. When the env state is not in the checkpoint (``envstate``;
+        a population's sub-envs never are: a member's checkpoint cannot hold the shared vector env),
+        ``IncompleteEnvState`` is raised unless ``allow_inexact``, in which case every member's sub-envs restart
+        from fresh episodes (stream ``resumed_envs(iteration)`` of its seed tree, as its solo resume's would) and
+        False is returned."""
+        if len(states) != len(self.members):
+            raise ValueError(f"{len(states)} checkpoints for a population of {len(self.members)} members")
+        iterations = sorted({int(state["iteration"]) for state in states})
+        if len(iterations) > 1:
+            raise ValueError(f"the checkpoints are at different iterations ({iterations}): members of one "
+                             "population train in lockstep")
+        n = self.buffer.num_envs
+        obs = np.array(self.collector.obs)
+        prev_done = np.array(self.collector.prev_done)
+        for k, state in enumerate(states):
+            st = self.state[k]
+            self.agent.load_member_state_dict(k, state["agent"])
+            st.iteration, st.global_step = int(state["iteration"]), int(state["global_step"])
+            st.solved_step = state["solved_step"]
+            final = state.get("final_eval")
+            st.final_eval = None if final is None else (
+                int(final["iteration"]), EvalResult(final["returns"].numpy().copy(), final["lengths"].numpy().copy()))
+            stopped_under = state.get("stopped_under")
+            st.stopped_under = None if stopped_under is None else (int(stopped_under[0]), float(stopped_under[1]))
+            st.recent_returns.extend(state["recent_returns"])
+            self.collector.rngs[k].bit_generator.state = state["rng"]
+            self.agent.rngs[k].bit_generator.state = state["minibatch_rng"]
+            obs[k] = state["collector"]["obs"].numpy()
+            prev_done[k * n:(k + 1) * n] = state["collector"]["prev_done"].numpy()
+            if self.collector.reward_scaler is not None:
+                self.collector.reward_scaler.load_member_state(k, state["collector"]["reward_scaler"])
+        self.iteration, self.global_step = self.state[0].iteration, self.state[0].global_step
+        torch.set_rng_state(states[0]["torch_rng"])
+        self.collector.obs, self.collector.prev_done = obs, prev_done
+        env_state = states[0]["collector"]["env"] if len(states) == 1 else envstate.nothing_captured(
+            "the sub-envs of a population's members are restored together")
         envstate.restore(self.envs, env_state, allow_inexact=allow_inexact)
         if env_state.get("complete", True):
             return True
-        self.collector.reset(population_reset_seed(self.envs, [st.seeds.resumed_envs(self.iteration)]))
+        self.collector.reset(population_reset_seed(self.envs, [st.seeds.resumed_envs(self.iteration)
+                                                                for st in self.state]))
         return False
 
     def save(self, k: int = 0) -> Optional[Path]:

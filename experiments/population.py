@@ -46,10 +46,12 @@ MEMBER_KEYS: tuple[str, ...] = (
 )
 """Dotted keys of the run config in which the members of one population may differ. Every other key (``env.*``,
 ``total_timesteps``, the other ``agent.*`` keys, ``eval.every``, ``eval.episodes``, ``init_checkpoint``,
-``ref_checkpoint``, …) must be equal inside a population. A job with ``resume`` set is a population of its own."""
+``ref_checkpoint``, …) must be equal inside a population. Resumed jobs (``resume``) that continue from fresh
+episodes anyway (``continues_together``) share a population when their saved configs are equal outside these keys
+and their checkpoints are at the same iteration; any other resumed job is a population of its own."""
 
 SOLO_KEYS: tuple[str, ...] = ("resume",)
-"""Keys that, when not null, put a job in a population of its own."""
+"""Keys that, when not null, put a job in a population of its own (unless ``continues_together``)."""
 
 
 @dataclass
@@ -70,6 +72,13 @@ class PopulationJob:
     """The validated ``TrainConfig`` (None for a resumed job, validated later with its saved config)."""
     hydra_view: Any = field(default=None, repr=False)
     """The job's ``HydraConfig`` view, once made (``job_scope`` sets it again without another copy)."""
+    plan: Any = field(default=None, repr=False)
+    """A resumed job's ``experiments.run.RunPlan`` (its saved config and checkpoint), once ``plan_resumed`` read it."""
+
+    @property
+    def run_cfg(self) -> DictConfig:
+        """The config the job trains with: a resumed job's saved one (once planned), else the composed one."""
+        return self.plan.cfg if self.plan is not None else self.cfg
 
 
 _batch: Optional[list[PopulationJob]] = None
@@ -133,6 +142,42 @@ def _is_solo(cfg: DictConfig) -> bool:
     return any(OmegaConf.select(cfg, key, default=None) is not None for key in SOLO_KEYS)
 
 
+def continues_together(job: PopulationJob) -> bool:
+    """A resumed job may train with others when it would continue inexactly anyway: its checkpoint holds no env
+    state (a population member's, or an env whose state cannot be captured) and ``allow_inexact_resume=true``.
+    A checkpoint that can continue exactly stays a solo run, and does."""
+    plan = job.plan
+    return plan is not None and plan.train_cfg.allow_inexact_resume \
+        and not plan.state["collector"]["env"].get("complete", True)
+
+
+def _alone(job: PopulationJob) -> bool:
+    return _is_solo(job.cfg) and not continues_together(job)
+
+
+def _group_key(index: int, job: PopulationJob) -> str:
+    if not _is_solo(job.cfg):
+        return population_key(job.cfg)
+    if not continues_together(job):
+        return f"solo:{index}"
+    saved = OmegaConf.masked_copy(job.plan.cfg, [k for k in job.plan.cfg if k not in SOLO_KEYS])
+    return f"resumed at iteration {int(job.plan.state['iteration'])}:{population_key(saved)}"
+
+
+def plan_resumed(jobs: Sequence[PopulationJob], outcomes: list) -> None:
+    """Read each resumed job's checkpoint and saved config (``experiments.run.plan_run``, in the job's scope) into
+    ``job.plan``; a job that cannot resume fails here, in one line, with ``outcomes`` holding its error."""
+    from experiments.run import plan_run
+
+    for index, job in enumerate(jobs):
+        if _is_solo(job.cfg) and job.plan is None:
+            try:
+                with job_scope(job):
+                    job.plan = plan_run(job.cfg, job.output_dir, job.overrides)
+            except Exception as exc:  # noqa: BLE001 - this job fails alone
+                outcomes[index] = _failed(exc)
+
+
 def _split(members: list[int], max_members: int) -> list[list[int]]:
     """Split a group into the fewest parts of at most ``max_members``, their sizes differing by at most one."""
     parts = math.ceil(len(members) / max_members)
@@ -149,20 +194,20 @@ def group_jobs(jobs: Sequence[PopulationJob], max_members: int = DEFAULT_MAX_MEM
     """Indices into ``jobs``, one list per population, in order of first appearance.
 
     Jobs share a population when their configs are equal outside ``MEMBER_KEYS``; a group larger than
-    ``max_members`` is split into near-equal parts; a job with ``resume`` set is alone.
+    ``max_members`` is split into near-equal parts; a resumed job is alone unless ``continues_together`` (then it
+    shares a population with the resumed jobs of equal saved configs at the same iteration).
     """
     if not is_int(max_members) or max_members < 1:
         raise ValueError(f"max_members={max_members!r} is invalid: must be an integer ≥ 1")
     groups: dict[str, list[int]] = {}
     for index, job in enumerate(jobs):
-        key = f"solo:{index}" if _is_solo(job.cfg) else population_key(job.cfg)
-        groups.setdefault(key, []).append(index)
+        groups.setdefault(_group_key(index, job), []).append(index)
     return [part for members in groups.values() for part in _split(members, max_members)]
 
 
 def differing_keys(jobs: Sequence[PopulationJob]) -> list[str]:
     """The ``MEMBER_KEYS`` whose values differ between the given jobs, sorted."""
-    flats = [flat_config(job.cfg) for job in jobs]
+    flats = [flat_config(job.run_cfg) for job in jobs]
     return sorted(key for key in MEMBER_KEYS if len({repr(flat.get(key)) for flat in flats}) > 1)
 
 
@@ -212,18 +257,18 @@ def job_scope(job: PopulationJob) -> Iterator[None]:
 def spread_over_workers(groups: list[list[int]], jobs: Sequence[PopulationJob], n_jobs: int) -> list[list[int]]:
     """With ``n_jobs`` workers, split the populations into near-equal parts, each in proportion to its share of the
     members, so that every worker has one (two populations of 24 on two cores train faster than one of 48 on
-    both); a resumed job stays alone."""
+    both); a resumed job that trains alone stays alone."""
     total = sum(len(g) for g in groups)
     parts: list[list[int]] = []
     for group in groups:
-        share = 1 if _is_solo(jobs[group[0]].cfg) else max(1, n_jobs * len(group) // total)
+        share = 1 if _alone(jobs[group[0]]) else max(1, n_jobs * len(group) // total)
         parts += _split(list(group), math.ceil(len(group) / share))
     return parts
 
 
 def _train_part(jobs: Sequence[PopulationJob], members: list[int]) -> list[float | BaseException]:
     group = [jobs[i] for i in members]
-    if len(group) == 1 and _is_solo(group[0].cfg):
+    if len(group) == 1 and _is_solo(group[0].cfg):  # a resumed job alone continues as a solo run
         return [_run_solo(group[0])]
     return _train_group(group)
 
@@ -238,13 +283,16 @@ def train_population(jobs: Sequence[PopulationJob], max_members: int = DEFAULT_M
 
     A failing job fails alone: the others still train. A user's error (``experiments.run.EXIT_CODES``: a bad
     config, a diverged member, a path that cannot be written) is printed as one ``error:`` line when it happens, as
-    for a job of any other launcher. A resumed job (a population of its own) continues as a solo run. On
-    SIGINT/SIGTERM every member checkpoints and the process exits with 128 + the signal number.
+    for a job of any other launcher. Resumed jobs continue together where ``continues_together`` allows (an
+    interrupted population's members do), any other resumed job as a solo run. On SIGINT/SIGTERM every member
+    checkpoints and the process exits with 128 + the signal number.
     """
     if not is_int(n_jobs) or n_jobs < 1:
         raise ValueError(f"n_jobs={n_jobs!r} is invalid: must be an integer ≥ 1")
     outcomes: list[float | BaseException] = [RuntimeError("not trained")] * len(jobs)
-    groups = group_jobs(jobs, max_members)
+    plan_resumed(jobs, outcomes)
+    unplanned = {i for i, job in enumerate(jobs) if _is_solo(job.cfg) and job.plan is None}  # failed already
+    groups = [g for g in group_jobs(jobs, max_members) if not set(g) <= unplanned]
     if n_jobs > 1:
         groups = spread_over_workers(groups, jobs, n_jobs)
     for number, members in enumerate(groups, start=1):
@@ -322,8 +370,9 @@ def _train_in_workers(jobs: Sequence[PopulationJob], groups: list[list[int]], wo
     if signum:
         from experiments.run import SIGNAL_EXIT_CODES
 
-        log.info("interrupted: every training member wrote its checkpoint; continue one with resume=<its folder> "
-                 "allow_inexact_resume=true (README, Population sweeps)")
+        log.info("interrupted: every training member wrote its checkpoint; continue them together with -m "
+                 "hydra/launcher=population resume=<folder>,<folder>,… allow_inexact_resume=true (README, "
+                 "Population sweeps)")
         sys.exit(SIGNAL_EXIT_CODES.get(signum[0], 1))
     for proc in procs:
         if proc.exitcode:  # a worker that died (killed, out of memory): its jobs not yet reported fail
@@ -392,9 +441,9 @@ def _train_group(jobs: Sequence[PopulationJob]) -> list[float | BaseException]:
     plans, loggers = {}, {}
     for i, job in enumerate(jobs):
         try:
-            with job_scope(job):  # a population's jobs are new runs (a resumed job runs solo): no purge step
-                plan = plan_run(job.cfg, job.output_dir, job.overrides, train_cfg=job.train_cfg)
-                loggers[i] = open_logger(plan, 0)
+            with job_scope(job):
+                plan = job.plan or plan_run(job.cfg, job.output_dir, job.overrides, train_cfg=job.train_cfg)
+                loggers[i] = open_logger(plan, 0 if plan.state is None else int(plan.state["global_step"]))
                 plans[i] = plan
         except Exception as exc:  # noqa: BLE001 - this job fails alone
             outcomes[i] = _failed(exc)

@@ -336,10 +336,12 @@ def checkpoint_errors(key: str) -> Iterator[None]:
 def build_trainer(plans: Sequence[RunPlan], envs) -> Trainer:
     """The trainer of one run, or of a population of runs (their configs equal outside the per-member keys)."""
     tc, key = plans[0].train_cfg, plans[0].checkpoint_key
+    states = [plan.state for plan in plans]  # resumed runs: every member, or none
+    if any(state is None for state in states) != all(state is None for state in states):
+        raise ValueError("a population's members are either all resumed or all new runs")
     with checkpoint_errors(key):
         trainer = make_trainer(tc, envs, [plan.member() for plan in plans])
-        resumed = plans[0].state  # a resumed run is a population of one
-        if resumed is not None and not trainer.load_state_dict(resumed, tc.allow_inexact_resume):
+        if states[0] is not None and not trainer.load_state_dicts(states, tc.allow_inexact_resume):
             log.warning("resume: the checkpoint could not capture the env state; continuing from freshly reset "
                         "envs (allow_inexact_resume=true), so this run will not equal an uninterrupted one")
     with checkpoint_errors("ref_checkpoint"):

@@ -169,3 +169,51 @@ def test_members_must_share_the_shape_keys():
     with pytest.raises(ConfigError, match="agent.num_steps differs between members"):
         Trainer.population([Member(PPOConfig(), 0), Member(PPOConfig(num_steps=64), 1)], envs, 1024)
     envs.close()
+
+
+def test_members_resumed_together_equal_their_solo_resumes(tmp_path):
+    """An interrupted population's members, resumed as one population (``load_state_dicts``), train on as each one
+    resumed alone does: the same fresh episodes (its own seed tree's ``resumed_envs`` stream), the same restored
+    weights, Adam state and generators — so the same logged metrics, up to float rounding."""
+    from agents.checkpoint import load_checkpoint
+    from agents.envstate import IncompleteEnvState
+
+    base = PPOConfig(num_steps=32, num_minibatches=4, ppo_epochs=2)
+    cfgs = [dataclasses.replace(base, clip_ratio=0.1), dataclasses.replace(base, clip_ratio=0.3, learning_rate=1e-3)]
+    seeds, first, total = (5, 9), 4 * 32 * 3, 4 * 32 * 6
+    paths = [tmp_path / "a.pt", tmp_path / "b.pt"]
+    envs = make_vec_env(CARTPOLE, 8)
+    Trainer.population([Member(c, s, checkpoint_path=p) for c, s, p in zip(cfgs, seeds, paths)], envs,
+                       first).run_population()
+    envs.close()
+    states = [load_checkpoint(p) for p in paths]
+    assert [s["iteration"] for s in states] == [3, 3]
+
+    envs = make_vec_env(CARTPOLE, 8)
+    recs = [Recorder() for _ in cfgs]
+    together = Trainer.population([Member(c, s, logger=r) for c, s, r in zip(cfgs, seeds, recs)], envs, total,
+                                  make_eval_envs=lambda n: make_vec_env(CARTPOLE, n), eval_episodes=3)
+    with pytest.raises(IncompleteEnvState):  # fresh episodes only when asked for
+        together.load_state_dicts(states)
+    assert together.load_state_dicts(states, allow_inexact=True) is False
+    assert together.iteration == 3 and together.global_step == first
+    results = together.run_population()
+    envs.close()
+    for k, (cfg, seed) in enumerate(zip(cfgs, seeds)):
+        envs = make_vec_env(CARTPOLE)
+        alone_rec = Recorder()
+        alone = Trainer(cfg, envs, total, seed, logger=alone_rec, make_eval_envs=lambda n: make_vec_env(CARTPOLE, n),
+                        eval_episodes=3)
+        assert alone.load_state_dict(states[k], allow_inexact=True) is False
+        result = alone.run()
+        envs.close()
+        assert recs[k].rows["charts/learning_rate"][0][0] == first + 4 * 32  # continued at iteration 4
+        assert_same_metrics(recs[k], alone_rec)
+        np.testing.assert_allclose(results[k].eval.returns, result.eval.returns)
+    # members at different iterations cannot train in lockstep
+    envs = make_vec_env(CARTPOLE, 8)
+    mixed = Trainer.population([Member(c, s) for c, s in zip(cfgs, seeds)], envs, total)
+    states[1]["iteration"] = 2
+    with pytest.raises(ValueError, match="different iterations"):
+        mixed.load_state_dicts(states, allow_inexact=True)
+    envs.close()

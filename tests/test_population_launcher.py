@@ -290,7 +290,7 @@ def test_sigterm_reaches_every_worker_and_every_member_checkpoints(tmp_path):
     for folder in folders:
         state = load_checkpoint(folder)
         assert 0 < state["global_step"] < 10_000_000
-    assert "resume=<its folder>" in out + err
+    assert "resume=<folder>,<folder>" in out + err
 
 
 def test_a_killed_worker_fails_only_its_own_jobs(tmp_path):
@@ -355,7 +355,7 @@ def test_optuna_hands_the_population_launcher_batches_of_n_jobs(tmp_path):
 
 def test_members_continue_as_the_readme_says(sweep, tmp_path):
     """A member's checkpoint continues with ``resume=`` (from fresh episodes: its sub-envs were part of the
-    population's vector env), several at once through the population launcher."""
+    population's vector env); several continue together, as one population, through the population launcher."""
     import shutil
 
     root, _ = sweep
@@ -371,11 +371,37 @@ def test_members_continue_as_the_readme_says(sweep, tmp_path):
     proc = train(["-m", "hydra/launcher=population", f"resume={dirs[0]},{dirs[1]}", "total_timesteps=512",
                   "allow_inexact_resume=true", f"hydra.sweep.dir={tmp_path / 'continued'}"], cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "population 1/1: 2 members differing in seed" in proc.stdout, proc.stdout[-3000:]
     for d, seed in zip(dirs, SEEDS):
         state = load_checkpoint(d)
         assert state["global_step"] == 512 and state["run"]["config"]["seed"] == int(seed)
         steps = [step for step, _ in read_scalars(d / "tb")["losses/policy_loss"]]
         assert max(steps) == 512 and len(steps) == len(set(steps))  # continued, nothing logged twice
+
+
+def test_resumed_jobs_share_a_population_only_where_they_continue_from_fresh_episodes_anyway(
+        sweep, tmp_path, monkeypatch, capsys):
+    """Population members' checkpoints (no env state) resumed with ``allow_inexact_resume=true`` are grouped like
+    new jobs, by their saved configs; a checkpoint that continues exactly (a solo run's) stays a solo run, as does
+    one resumed without the opt-in (refused when it trains); one that cannot be read fails alone, in one line."""
+    root, _ = sweep
+    code, _ = run_main(monkeypatch, capsys, *TINY, f"hydra.run.dir={tmp_path / 'solo'}")
+    assert code == 0
+    inexact = "allow_inexact_resume=true"
+
+    def resume(folder: Path) -> str:
+        return f"resume='{folder}'"  # quoted: a job folder's name holds '=' and ','
+
+    jobs = jobs_of([resume(root / job_name("0.1", "0")), inexact], [resume(root / job_name("0.2", "1")), inexact],
+                   [resume(root / job_name("0.1", "1")), "total_timesteps=512", inexact],
+                   [resume(root / job_name("0.2", "0"))], [resume(tmp_path / "solo"), inexact],
+                   [resume(tmp_path / "missing"), inexact], [resume(root / job_name("0.2", "0")), inexact])
+    outcomes: list = [None] * len(jobs)
+    population.plan_resumed(jobs, outcomes)
+    assert isinstance(outcomes[5], ConfigError) and capsys.readouterr().err.count("error: resume") == 1
+    assert [population.continues_together(job) for job in jobs] == [True, True, True, False, False, False, True]
+    assert group_jobs(jobs) == [[0, 1, 6], [2], [3], [4], [5]]
+    assert describe(1, 1, [jobs[0], jobs[1]]) == "population 1/1: 2 members differing in agent.clip_ratio, seed"
 
 
 @pytest.mark.parametrize("searchpath", [False, True])

@@ -174,11 +174,12 @@ def test_members_must_share_the_shape_keys():
 def test_members_resumed_together_equal_their_solo_resumes(tmp_path):
     """An interrupted population's members, resumed as one population (``load_state_dicts``), train on as each one
     resumed alone does: the same fresh episodes (its own seed tree's ``resumed_envs`` stream), the same restored
-    weights, Adam state and generators — so the same logged metrics, up to float rounding."""
+    weights, Adam state, observation and reward statistics and generators — so the same logged metrics, up to
+    float rounding."""
     from agents.checkpoint import load_checkpoint
     from agents.envstate import IncompleteEnvState
 
-    base = PPOConfig(num_steps=32, num_minibatches=4, ppo_epochs=2)
+    base = PPOConfig(num_steps=32, num_minibatches=4, ppo_epochs=2, normalize_obs=True, normalize_reward=True)
     cfgs = [dataclasses.replace(base, clip_ratio=0.1), dataclasses.replace(base, clip_ratio=0.3, learning_rate=1e-3)]
     seeds, first, total = (5, 9), 4 * 32 * 3, 4 * 32 * 6
     paths = [tmp_path / "a.pt", tmp_path / "b.pt"]

@@ -284,7 +284,7 @@ def test_status_against_anchors():
     assert judge(1.0, 1000, [])[:2] == ("n/a", None)
 
 
-def test_population_trains_a_tasks_seeds_in_one_process_and_its_members_resume_one_by_one(repo_root, tmp_path):
+def test_population_trains_a_tasks_seeds_in_one_process_and_its_members_resume_together(repo_root, tmp_path):
     out = tmp_path / "scores"
     args = ("--envs", "cartpole", "--seeds", "2", "--steps", "40960", "--override", "checkpoint_every=4",
             "--population")
@@ -303,10 +303,14 @@ def test_population_trains_a_tasks_seeds_in_one_process_and_its_members_resume_o
         assert "population.log" in (run / "console.log").read_text()
     assert "interrupted at step" in (out / "cartpole" / "population.log").read_text()
 
-    again = bench(repo_root, out, *args)  # members continue one by one from their own checkpoints
+    again = bench(repo_root, out, *args)  # the members continue together, each from its own checkpoint
     assert again.returncode == 0, again.stderr[-2000:]
-    for seed in seeds:
-        assert f"resume cartpole seed={seed} from step " in again.stdout
+    assert "resume cartpole seeds 1000, 1001 from step " in again.stdout and "as one population" in again.stdout
+    assert "resume cartpole seed=" not in again.stdout
+    second = [json.loads((run / "scores_run.json").read_text())["attempts"][1] for run in runs]
+    assert [a["population"] for a in second] == [seeds, seeds] and [a["kind"] for a in second] == ["resume"] * 2
+    assert second[0]["command"] == second[1]["command"] and "hydra/launcher=population" in second[0]["command"]
+    assert "population 1/1: 2 members differing in seed" in (out / "cartpole" / "population.log").read_text()
     results = json.loads((out / "scores.json").read_text())
     row = results["tasks"][0]
     check_row(row, independent(out, "cartpole", seeds), seeds)

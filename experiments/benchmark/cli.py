@@ -110,7 +110,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         "'python -m experiments.train env=gym env.id=<id>' uses) instead of its tuned config")
     p.add_argument("--population", action="store_true",
                    help="scores: train a task's seeds as one population (hydra/launcher=population) in one "
-                        "process, instead of one process per seed; interrupted members resume one by one")
+                        "process, instead of one process per seed; interrupted members resume together")
     p.add_argument("--out", type=Path, default=Path("outputs") / "scores",
                    help="scores: where the runs go, as <out>/<word>/seed=<seed>/, with scores.json, scores.md and "
                         "<word>/learning_curves.png (default outputs/scores); rerun into the same --out to "

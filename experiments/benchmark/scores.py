@@ -6,7 +6,8 @@ the real entry point, ``python -m experiments.train env=<word> seed=<seed> …``
 ``--jobs`` runs at a time (default 2), each with ``torch_threads=1`` and ``progress=false``, into
 ``<--out>/<word>/seed=<seed>/`` (default ``outputs/scores/``). With ``--population``, a task's seeds are trained by
 one process as one population (``-m seed=… hydra/launcher=population``; each member writes its run folder as a
-solo run would, its output in ``<out>/<word>/population.log``), ``--jobs`` such processes at a time: the same
+solo run would, its output in ``<out>/<word>/population.log``; interrupted members resume together, from fresh
+episodes), ``--jobs`` such processes at a time: the same
 algorithm per seed, for a fraction of the CPU time where per-call overhead dominates (small networks); each row
 says when its seeds shared a process, and its wall is then the population's.
 

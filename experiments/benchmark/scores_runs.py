@@ -164,6 +164,16 @@ def resume_command(run: RunState, inexact: bool) -> list[str]:
             f"hydra.run.dir={_quote(run.path)}", "hydra.output_subdir=null"]
 
 
+def population_resume_command(runs: Sequence[RunState]) -> list[str]:
+    """The runs' ``resume`` as one multirun of the population launcher (one task; checkpoints at the same step that
+    cannot hold the env state, so every member continues from fresh episodes as its own resume would). No
+    ``.hydra/`` is written; the jobs' Hydra folders (their logs) go to ``<task>/resumed/``."""
+    return [sys.executable, "-m", "experiments.train", "-m", "resume=" + ",".join(_quote(r.path) for r in runs),
+            "torch_threads=1", "progress=false", f"eval.episodes={runs[0].task.eval_episodes}",
+            "allow_inexact_resume=true", "hydra/launcher=population",
+            f"hydra.sweep.dir={_quote(runs[0].path.parent / 'resumed')}", "hydra.output_subdir=null"]
+
+
 def checkpoint_facts(path: Path) -> tuple[int, Optional[bool]]:
     """(global step, whether the checkpoint holds the whole env state: None when it does not say)."""
     from agents.checkpoint import load_checkpoint
@@ -263,8 +273,9 @@ def out_lock(out: Path, wait_s: float = 120.0):
 
 class Scheduler:
     """Runs at most ``jobs`` training processes at a time; on SIGINT/SIGTERM passes SIGTERM on and waits. With
-    ``population``, the runs of a task that start from scratch are trained by one process, as one population
-    (interrupted runs are resumed one by one: a member's checkpoint is a solo run's)."""
+    ``population``, the runs of a task that start from scratch are trained by one process, as one population, and
+    so are its interrupted runs that continue from fresh episodes anyway (checkpoints without the env state) from
+    the same step; a checkpoint that can continue exactly is resumed on its own."""
 
     def __init__(self, jobs: int, lock_fd: int, overrides: Sequence[str], population: bool = False):
         self.jobs, self.lock_fd, self.overrides = jobs, lock_fd, list(overrides)
@@ -295,15 +306,19 @@ class Scheduler:
         if not self.population:
             return [[run] for run in todo]
         units: list[list[RunState]] = []
-        fresh: dict[str, list[RunState]] = {}
+        together: dict[tuple, list[RunState]] = {}
         for run in todo:
-            if run.state == "new":
-                if run.task.word not in fresh:
-                    fresh[run.task.word] = []
-                    units.append(fresh[run.task.word])
-                fresh[run.task.word].append(run)
-            else:
+            key: Optional[tuple] = (run.task.word, "new") if run.state == "new" else None
+            if run.state == "interrupted":
+                step, complete = checkpoint_facts(run.path)
+                key = None if complete is True else (run.task.word, "resume", step)
+            if key is None:
                 units.append([run])
+                continue
+            if key not in together:
+                together[key] = []
+                units.append(together[key])
+            together[key].append(run)
         return units
 
     def launch(self, runs: list[RunState]) -> None:
@@ -311,7 +326,15 @@ class Scheduler:
 
         for run in runs:
             close_attempts(run)
-        if len(runs) > 1:
+        if len(runs) > 1 and runs[0].state == "interrupted":
+            step, _ = checkpoint_facts(runs[0].path)
+            cmd = population_resume_command(runs)
+            say(f"  resume {runs[0].task.word} seeds {', '.join(str(r.seed) for r in runs)} from step {step:,} of "
+                f"{runs[0].task.budget:,} as one population (INEXACT: the checkpoints cannot hold the env state, so "
+                "the envs restart from fresh episodes)")
+            attempt = {"kind": "resume", "from_step": step, "exact": False, "population": [r.seed for r in runs]}
+            console = runs[0].path.parent / POPULATION_CONSOLE
+        elif len(runs) > 1:
             for run in runs:
                 clear_run(run.path)
             cmd = population_command(runs, self.overrides)

@@ -264,8 +264,9 @@ class Trainer:
         iteration); True if the run continues exactly. When the env state is not in the checkpoint (``envstate``;
         a population's sub-envs never are: a member's checkpoint cannot hold the shared vector env),
         ``IncompleteEnvState`` is raised unless ``allow_inexact``, in which case every member's sub-envs restart
-        from fresh episodes (stream ``resumed_envs(iteration)`` of its seed tree, as its solo resume's would) and
-        False is returned."""
+        from fresh episodes (stream ``resumed_envs(iteration)`` of its seed tree: with sync/async vector envs the
+        episodes its solo resume would start; a native vector env draws them from one generator seeded by all
+        members) and False is returned."""
         if len(states) != len(self.members):
             raise ValueError(f"{len(states)} checkpoints for a population of {len(self.members)} members")
         iterations = sorted({int(state["iteration"]) for state in states})
@@ -369,6 +370,9 @@ class Trainer:
         callbacks = list(callbacks)
         for k, st in enumerate(self.state):
             st.active, st.finished, st.error = not self._already_stopped(k), False, None
+        # a resumed member that had already stopped ends now, as it would alone: its state is saved before its
+        # sub-envs step (and its statistics move) while the others train
+        self._finish([k for k, st in enumerate(self.state) if not st.active], results, stopped=True)
         interrupted = False
         try:
             while self.iteration < self.num_iterations and any(st.active for st in self.state):

@@ -28,7 +28,7 @@ from typing import Any, Iterator, Optional, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
-from agents.config import PER_MEMBER_KEYS, first_line, is_int
+from agents.config import PER_MEMBER_KEYS, ConfigError, first_line, is_int
 
 log = logging.getLogger(__name__)
 
@@ -166,14 +166,21 @@ def _group_key(index: int, job: PopulationJob) -> str:
 
 def plan_resumed(jobs: Sequence[PopulationJob], outcomes: list) -> None:
     """Read each resumed job's checkpoint and saved config (``experiments.run.plan_run``, in the job's scope) into
-    ``job.plan``; a job that cannot resume fails here, in one line, with ``outcomes`` holding its error."""
+    ``job.plan``; a job that cannot resume fails here, in one line, with ``outcomes`` holding its error. So does a
+    job resuming a run folder that an earlier job of the batch resumes (both would write into it)."""
     from experiments.run import plan_run
 
+    planned: set = set()
     for index, job in enumerate(jobs):
         if _is_solo(job.cfg) and job.plan is None:
             try:
                 with job_scope(job):
-                    job.plan = plan_run(job.cfg, job.output_dir, job.overrides)
+                    plan = plan_run(job.cfg, job.output_dir, job.overrides)
+                    if plan.run_dir.resolve() in planned:
+                        raise ConfigError(f"resume={job.cfg.resume!r}: another job of this multirun resumes the same "
+                                          "run folder; resume each run once")
+                    planned.add(plan.run_dir.resolve())
+                    job.plan = plan
             except Exception as exc:  # noqa: BLE001 - this job fails alone
                 outcomes[index] = _failed(exc)
 
@@ -452,10 +459,12 @@ def _train_group(jobs: Sequence[PopulationJob]) -> list[float | BaseException]:
         return outcomes
     first = plans[ok[0]].train_cfg
     torch.set_num_threads(max(plans[i].train_cfg.torch_threads for i in ok))
+    built = False
     try:
         envs = make_vec_env(first.env, len(ok) * first.env.num_envs)
         try:
             trainer = build_trainer([plans[i] for i in ok], envs)
+            built = True
             for k, i in enumerate(ok):
                 trainer.members[k].logger = loggers[i]
             with StopFlag() as stop:
@@ -466,9 +475,14 @@ def _train_group(jobs: Sequence[PopulationJob]) -> list[float | BaseException]:
             envs.close()
     except Exception as exc:  # noqa: BLE001 - the population could not be built: each of its jobs fails with it
         for i in ok:
+            loggers[i].close()
+        if not built and len(ok) > 1 and plans[ok[0]].state is not None:
+            # resumed runs, one of whose checkpoints did not fit: each continues alone, so that one fails alone
+            for i in ok:
+                outcomes[i] = _run_solo(jobs[i])
+            return outcomes
+        for i in ok:
             outcomes[i] = exc
-            if i in loggers:
-                loggers[i].close()
         _failed(exc)
         return outcomes
     interrupted = False

@@ -218,3 +218,42 @@ def test_members_resumed_together_equal_their_solo_resumes(tmp_path):
     with pytest.raises(ValueError, match="different iterations"):
         mixed.load_state_dicts(states, allow_inexact=True)
     envs.close()
+
+
+def test_a_member_that_had_stopped_ends_at_once_when_resumed_in_a_population(tmp_path):
+    """Member A stopped on its ``stop_return`` in the iteration the population was interrupted, so both checkpoints
+    are at iteration 2. Resumed together, A trains nothing and saves what its solo resume saves: its observation
+    statistics and generators do not move while B trains on."""
+    from agents.checkpoint import load_checkpoint
+
+    base = PPOConfig(num_steps=32, num_minibatches=2, ppo_epochs=2, normalize_obs=True)
+    paths = [tmp_path / "a.pt", tmp_path / "b.pt"]
+    steps = 4 * 32 * 6
+    kwargs = dict(eval_every=2, eval_episodes=2, make_eval_envs=lambda n: make_vec_env(CARTPOLE, n))
+
+    def population_trainer() -> Trainer:
+        return Trainer.population([Member(base, 0, checkpoint_path=paths[0], stop_return=0.0),
+                                   Member(base, 1, checkpoint_path=paths[1])], make_vec_env(CARTPOLE, 8), steps,
+                                  **kwargs)
+
+    first = population_trainer()
+    results = first.run_population(should_stop=lambda: first.iteration == 2)
+    assert results[0].eval is not None and results[1].interrupted
+    before = [load_checkpoint(p) for p in paths]
+    assert [s["iteration"] for s in before] == [2, 2] and before[0]["stopped_under"] is not None
+
+    together = population_trainer()
+    together.load_state_dicts(before, allow_inexact=True)
+    together.run_population()
+    alone = Trainer(base, make_vec_env(CARTPOLE), steps, 0, checkpoint_path=tmp_path / "alone.pt", stop_return=0.0,
+                    **kwargs)
+    alone.load_state_dict(before[0], allow_inexact=True)
+    alone.run()
+    ours, theirs = load_checkpoint(paths[0]), load_checkpoint(tmp_path / "alone.pt")
+    assert load_checkpoint(paths[1])["iteration"] == 6 and ours["iteration"] == theirs["iteration"] == 2
+    assert ours["final_eval"]["returns"].tolist() == before[0]["final_eval"]["returns"].tolist()
+    assert ours["rng"] == theirs["rng"]
+    stats = ours["agent"]["obs_norm"]
+    assert stats.keys() == theirs["agent"]["obs_norm"].keys() and stats
+    for name, value in stats.items():
+        assert torch.equal(torch.as_tensor(value), torch.as_tensor(theirs["agent"]["obs_norm"][name])), name

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -356,7 +357,6 @@ def test_optuna_hands_the_population_launcher_batches_of_n_jobs(tmp_path):
 def test_members_continue_as_the_readme_says(sweep, tmp_path):
     """A member's checkpoint continues with ``resume=`` (from fresh episodes: its sub-envs were part of the
     population's vector env); several continue together, as one population, through the population launcher."""
-    import shutil
 
     root, _ = sweep
     dirs = []
@@ -379,14 +379,41 @@ def test_members_continue_as_the_readme_says(sweep, tmp_path):
         assert max(steps) == 512 and len(steps) == len(set(steps))  # continued, nothing logged twice
 
 
+def test_a_resumed_member_whose_checkpoint_does_not_fit_fails_alone(sweep, tmp_path):
+    """Two members resumed together, one checkpoint damaged (its weights no longer fit the network its config
+    names): the population cannot be built, so each continues alone — the good one to its new budget, the damaged
+    one refused in one line."""
+    import torch
+
+    root, _ = sweep
+    dirs = [tmp_path / "good", tmp_path / "bad"]
+    for d, seed in zip(dirs, SEEDS):
+        shutil.copytree(root / job_name("0.1", seed), d)
+    state = torch.load(dirs[1] / "checkpoint.pt", weights_only=False)
+    state["agent"]["policy"]["logits"] = state["agent"]["policy"]["logits"][:2].clone()  # 2 arms, not the bandit's 3
+    torch.save(state, dirs[1] / "checkpoint.pt")
+    proc = train(["-m", "hydra/launcher=population", f"resume={dirs[0]},{dirs[1]}", "total_timesteps=512",
+                  "allow_inexact_resume=true", f"hydra.sweep.dir={tmp_path / 'continued'}"], cwd=REPO)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    refused = "resume: the checkpoint does not fit this env/network (size mismatch for logits"
+    assert len(errors) == 2 and errors[0].startswith(f"error: {refused}"), proc.stderr[-3000:]
+    assert errors[1].startswith(f"error: a job of the multirun failed: {refused}")  # the sweep's last line
+    assert load_checkpoint(dirs[0])["global_step"] == 512
+    assert load_checkpoint(dirs[1])["global_step"] == 256
+
+
 def test_resumed_jobs_share_a_population_only_where_they_continue_from_fresh_episodes_anyway(
         sweep, tmp_path, monkeypatch, capsys):
     """Population members' checkpoints (no env state) resumed with ``allow_inexact_resume=true`` are grouped like
     new jobs, by their saved configs; a checkpoint that continues exactly (a solo run's) stays a solo run, as does
-    one resumed without the opt-in (refused when it trains); one that cannot be read fails alone, in one line."""
+    one resumed without the opt-in (refused when it trains); one that cannot be read, or a run folder resumed a second
+    time in the batch, fails alone, in one line."""
     root, _ = sweep
     code, _ = run_main(monkeypatch, capsys, *TINY, f"hydra.run.dir={tmp_path / 'solo'}")
     assert code == 0
+    shutil.copytree(root / job_name("0.2", "0"), tmp_path / "member")  # another member's checkpoint
     inexact = "allow_inexact_resume=true"
 
     def resume(folder: Path) -> str:
@@ -394,13 +421,17 @@ def test_resumed_jobs_share_a_population_only_where_they_continue_from_fresh_epi
 
     jobs = jobs_of([resume(root / job_name("0.1", "0")), inexact], [resume(root / job_name("0.2", "1")), inexact],
                    [resume(root / job_name("0.1", "1")), "total_timesteps=512", inexact],
-                   [resume(root / job_name("0.2", "0"))], [resume(tmp_path / "solo"), inexact],
-                   [resume(tmp_path / "missing"), inexact], [resume(root / job_name("0.2", "0")), inexact])
+                   [resume(tmp_path / "member")], [resume(tmp_path / "solo"), inexact],
+                   [resume(tmp_path / "missing"), inexact], [resume(root / job_name("0.2", "0")), inexact],
+                   [resume(root / job_name("0.1", "0")), inexact])
     outcomes: list = [None] * len(jobs)
     population.plan_resumed(jobs, outcomes)
-    assert isinstance(outcomes[5], ConfigError) and capsys.readouterr().err.count("error: resume") == 1
-    assert [population.continues_together(job) for job in jobs] == [True, True, True, False, False, False, True]
-    assert group_jobs(jobs) == [[0, 1, 6], [2], [3], [4], [5]]
+    err = capsys.readouterr().err
+    assert isinstance(outcomes[5], ConfigError) and isinstance(outcomes[7], ConfigError)
+    assert err.count("error: resume") == 2 and err.count("another job of this multirun resumes the same run") == 1
+    assert [population.continues_together(job) for job in jobs] == [True, True, True, False, False, False, True,
+                                                                     False]
+    assert group_jobs(jobs) == [[0, 1, 6], [2], [3], [4], [5], [7]]
     assert describe(1, 1, [jobs[0], jobs[1]]) == "population 1/1: 2 members differing in agent.clip_ratio, seed"
 
 

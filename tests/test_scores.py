@@ -319,3 +319,41 @@ def test_population_trains_a_tasks_seeds_in_one_process_and_its_members_resume_t
     assert all(r["resumed"] and r["attempts"] == 2 for r in row["runs"])
     assert all(r["steps"] == 40_960 for r in row["runs"])
     assert "2 seeds in one process" in (out / "scores.md").read_text()
+
+
+def test_population_units_group_a_tasks_runs_and_leave_an_unreadable_checkpoint_alone(tmp_path):
+    """With --population, a task's new runs form one unit, and so do its interrupted runs whose checkpoints (at one
+    step) hold no env state; a checkpoint that can continue exactly, or one that cannot be read, is a unit of its
+    own (its process then fails it alone, not the benchmark)."""
+    from agents.checkpoint import save_checkpoint
+    from experiments.benchmark.scores_runs import RunState, Scheduler
+
+    task = compose_task("cartpole", 4096, [], 4)
+    runs = [RunState(task, seed, tmp_path / f"seed={seed}", {"attempts": []}) for seed in range(1000, 1007)]
+    for run in runs:
+        run.path.mkdir()
+    for run, (step, complete) in zip(runs[2:6], [(512, False), (512, False), (1024, False), (512, True)]):
+        run.state = "interrupted"
+        save_checkpoint({"global_step": step, "collector": {"env": {"complete": complete}}}, run.path / "checkpoint.pt")
+    runs[6].state = "interrupted"
+    (runs[6].path / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    units = Scheduler(2, -1, [], population=True).units(runs)
+    assert [[r.seed for r in unit] for unit in units] == [[1000, 1001], [1002, 1003], [1004], [1005], [1006]]
+    assert Scheduler(2, -1, [], population=False).units(runs) == [[r] for r in runs]
+
+
+def test_a_run_resumed_in_a_population_is_marked_as_sharing_a_process(tmp_path):
+    """A run started alone and resumed as one of two members: its row counts the seeds it shared a process with
+    (its wall includes that process's time); one never shared stays unmarked."""
+    from experiments.benchmark.scores_runs import RunState
+    from experiments.benchmark.scores_table import task_result
+
+    task = compose_task("cartpole", 4096, [], 4)
+    start = {"kind": "start", "from_step": 0, "exact": True, "started": 0.0, "seconds": 10.0, "returncode": 143}
+    resume = {"kind": "resume", "from_step": 512, "exact": False, "started": 20.0, "seconds": 5.0, "returncode": 0,
+              "population": [1000, 1001]}
+    shared = RunState(task, 1000, tmp_path / "a", {"attempts": [dict(start), dict(resume)]}, state="done", final=1.0)
+    alone = RunState(task, 1002, tmp_path / "b", {"attempts": [dict(start)]}, state="done", final=1.0)
+    row = task_result(task, [shared, alone])
+    assert [r["population"] for r in row["runs"]] == [[1000, 1001], None]
+    assert [r["wall_seconds"] for r in row["runs"]] == [15.0, 10.0] and row["wall_seconds"]["population"] == 2

@@ -106,7 +106,7 @@ def run_scores(args) -> dict:
     except OSError as exc:
         fail(f"--out {str(out)!r}: {exc.strerror or exc}")
 
-    how = (f"{args.jobs} process(es) at a time, a task's new seeds as one population" if args.population
+    how = (f"{args.jobs} process(es) at a time, a task's seeds as one population" if args.population
            else f"{args.jobs} run(s) at a time")
     say(f"scores: {len(tasks)} task(s) × {len(seeds)} seed(s), {how}, torch_threads=1, into {out}")
     say(f"  seeds {_seed_range(seeds)} ({freshness})")

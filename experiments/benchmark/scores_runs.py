@@ -310,7 +310,10 @@ class Scheduler:
         for run in todo:
             key: Optional[tuple] = (run.task.word, "new") if run.state == "new" else None
             if run.state == "interrupted":
-                step, complete = checkpoint_facts(run.path)
+                try:
+                    step, complete = checkpoint_facts(run.path)
+                except ConfigError:  # an unreadable checkpoint: its own process fails it, alone
+                    step, complete = 0, True
                 key = None if complete is True else (run.task.word, "resume", step)
             if key is None:
                 units.append([run])

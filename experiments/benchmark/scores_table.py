@@ -41,7 +41,9 @@ def task_result(task: Task, runs: Sequence[RunState]) -> dict:
         attempts = r.record["attempts"]
         starts = [i for i, a in enumerate(attempts) if a["kind"] == "start"]
         resumes = [a for a in attempts[starts[-1] if starts else 0:] if a["kind"] == "resume"]
-        population = attempts[starts[-1]].get("population") if starts else None  # seeds trained in one process
+        # the most seeds that shared a process with this one since its start (a start or a resume as a population)
+        population = max((a.get("population") or [] for a in attempts[starts[-1] if starts else 0:]), key=len,
+                         default=[]) or None
         per_seed.append({
             "seed": r.seed, "dir": str(r.path), "state": "failed" if r.failed else r.state,
             "final_eval_return": r.final, "final_from": r.final_from, "last_eval_mean_return": r.last_eval,

@@ -285,40 +285,47 @@ def test_status_against_anchors():
 
 
 def test_population_trains_a_tasks_seeds_in_one_process_and_its_members_resume_together(repo_root, tmp_path):
+    """Three seeds, --jobs 2: the task's one population gets both slots (2 worker processes: members 1000, 1001 in
+    one, 1002 alone in the other). Stopped and rerun, the two that shared a population resume together (their
+    checkpoints cannot hold the shared envs); 1002's checkpoint (a population of one) holds its envs and resumes
+    exactly, alone."""
     out = tmp_path / "scores"
-    args = ("--envs", "cartpole", "--seeds", "2", "--steps", "40960", "--override", "checkpoint_every=4",
+    args = ("--envs", "cartpole", "--seeds", "3", "--steps", "40960", "--override", "checkpoint_every=4",
             "--population")
-    seeds = [1000, 1001]
+    seeds = [1000, 1001, 1002]
     runs = [out / "cartpole" / f"seed={seed}" for seed in seeds]
     stdout = stop_once_training(repo_root, out, args, runs)
-    assert "start  cartpole seeds 1000, 1001 as one population" in stdout
+    assert "start  cartpole seeds 1000, 1001, 1002 as one population in 2 worker processes" in stdout
     assert "start  cartpole seed=" not in stdout  # not one process per seed
     records = [json.loads((run / "scores_run.json").read_text()) for run in runs]
     first = [r["attempts"][0] for r in records]
-    assert [a["population"] for a in first] == [seeds, seeds] and first[0]["command"] == first[1]["command"]
-    assert "hydra/launcher=population" in first[0]["command"] and "seed=1000,1001" in first[0]["command"]
+    assert [a["population"] for a in first] == [seeds] * 3 and first[0]["command"] == first[2]["command"]
+    assert "hydra/launcher=population" in first[0]["command"] and "seed=1000,1001,1002" in first[0]["command"]
+    assert "hydra.launcher.n_jobs=2" in first[0]["command"] and first[0]["workers"] == 2
     for run, seed in zip(runs, seeds):  # each member wrote its own run folder, as a solo run does
         assert f"seed: {seed}\n" in (run / ".hydra" / "config.yaml").read_text()
         assert 0 < torch.load(run / "checkpoint.pt", weights_only=True)["global_step"] < 40_960
         assert "population.log" in (run / "console.log").read_text()
     assert "interrupted at step" in (out / "cartpole" / "population.log").read_text()
 
-    again = bench(repo_root, out, *args)  # the members continue together, each from its own checkpoint
+    again = bench(repo_root, out, *args)
     assert again.returncode == 0, again.stderr[-2000:]
-    assert "resume cartpole seeds 1000, 1001 from step " in again.stdout and "as one population" in again.stdout
-    assert "resume cartpole seed=" not in again.stdout
+    assert "resume cartpole seeds 1000, 1001 from step " in again.stdout and "(INEXACT" in again.stdout
+    assert "resume cartpole seed=1002 from step " in again.stdout and "(exact)" in again.stdout
     second = [json.loads((run / "scores_run.json").read_text())["attempts"][1] for run in runs]
-    assert [a["population"] for a in second] == [seeds, seeds] and [a["kind"] for a in second] == ["resume"] * 2
+    assert [a["kind"] for a in second] == ["resume"] * 3
+    assert [a.get("population") for a in second] == [seeds[:2], seeds[:2], None]
     assert second[0]["command"] == second[1]["command"] and "hydra/launcher=population" in second[0]["command"]
     assert "population 1/1: 2 members differing in seed" in (out / "cartpole" / "population.log").read_text()
     results = json.loads((out / "scores.json").read_text())
     row = results["tasks"][0]
     check_row(row, independent(out, "cartpole", seeds), seeds)
     assert results["meta"]["population"] is True
-    assert [r["population"] for r in row["runs"]] == [seeds, seeds] and row["wall_seconds"]["population"] == 2
+    assert [r["population"] for r in row["runs"]] == [seeds] * 3 and row["wall_seconds"]["population"] == 3
     assert all(r["resumed"] and r["attempts"] == 2 for r in row["runs"])
+    assert [r["resumed_inexactly"] for r in row["runs"]] == [True, True, False]
     assert all(r["steps"] == 40_960 for r in row["runs"])
-    assert "2 seeds in one process" in (out / "scores.md").read_text()
+    assert "3 seeds in one process" in (out / "scores.md").read_text()
 
 
 def test_population_units_group_a_tasks_runs_and_leave_an_unreadable_checkpoint_alone(tmp_path):

@@ -104,7 +104,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         "or 'all' (every one with a published anchor)")
     p.add_argument("--jobs", type=int, default=2,
                    help="scores: training processes at a time (default 2; each a run, or with --population a "
-                        "task's population)")
+                        "task's population; the last population to start also gets the slots left as workers)")
     p.add_argument("--generic", action="store_true",
                    help="scores: train each task's env and budget with the generic defaults of env=gym (what "
                         "'python -m experiments.train env=gym env.id=<id>' uses) instead of its tuned config")

@@ -7,7 +7,8 @@ the real entry point, ``python -m experiments.train env=<word> seed=<seed> …``
 ``<--out>/<word>/seed=<seed>/`` (default ``outputs/scores/``). With ``--population``, a task's seeds are trained by
 one process as one population (``-m seed=… hydra/launcher=population``; each member writes its run folder as a
 solo run would, its output in ``<out>/<word>/population.log``; interrupted members resume together, from fresh
-episodes), ``--jobs`` such processes at a time: the same
+episodes), ``--jobs`` worker processes at a time (the last population to start gets the slots left over as
+workers of its own, ``hydra.launcher.n_jobs``): the same
 algorithm per seed, for a fraction of the CPU time where per-call overhead dominates (small networks); each row
 says when its seeds shared a process, and its wall is then the population's.
 

@@ -144,14 +144,18 @@ def start_command(run: RunState, overrides: Sequence[str]) -> list[str]:
             f"hydra.run.dir={_quote(run.path)}"]
 
 
-def population_command(runs: Sequence[RunState], overrides: Sequence[str]) -> list[str]:
+def _launcher(workers: int) -> list[str]:
+    """The population launcher, with ``workers`` worker processes (the population split between them) if > 1."""
+    return ["hydra/launcher=population", *([f"hydra.launcher.n_jobs={workers}"] if workers > 1 else [])]
+
+
+def population_command(runs: Sequence[RunState], overrides: Sequence[str], workers: int = 1) -> list[str]:
     """One multirun of the population launcher over the runs' seeds (one task): every member writes into its own
     run folder what ``start_command`` would have written there."""
     task = runs[0].task
     return [sys.executable, "-m", "experiments.train", "-m", *task.train_args,
             "seed=" + ",".join(str(r.seed) for r in runs), f"eval.episodes={task.eval_episodes}", "torch_threads=1",
-            "progress=false", *overrides,
-            "hydra/launcher=population", f"hydra.sweep.dir={_quote(runs[0].path.parent)}",
+            "progress=false", *overrides, *_launcher(workers), f"hydra.sweep.dir={_quote(runs[0].path.parent)}",
             "hydra.sweep.subdir='seed=${seed}'"]
 
 
@@ -164,13 +168,13 @@ def resume_command(run: RunState, inexact: bool) -> list[str]:
             f"hydra.run.dir={_quote(run.path)}", "hydra.output_subdir=null"]
 
 
-def population_resume_command(runs: Sequence[RunState]) -> list[str]:
+def population_resume_command(runs: Sequence[RunState], workers: int = 1) -> list[str]:
     """The runs' ``resume`` as one multirun of the population launcher (one task; checkpoints at the same step that
     cannot hold the env state, so every member continues from fresh episodes as its own resume would). No
     ``.hydra/`` is written; the jobs' Hydra folders (their logs) go to ``<task>/resumed/``."""
     return [sys.executable, "-m", "experiments.train", "-m", "resume=" + ",".join(_quote(r.path) for r in runs),
             "torch_threads=1", "progress=false", f"eval.episodes={runs[0].task.eval_episodes}",
-            "allow_inexact_resume=true", "hydra/launcher=population",
+            "allow_inexact_resume=true", *_launcher(workers),
             f"hydra.sweep.dir={_quote(runs[0].path.parent / 'resumed')}", "hydra.output_subdir=null"]
 
 
@@ -275,12 +279,14 @@ class Scheduler:
     """Runs at most ``jobs`` training processes at a time; on SIGINT/SIGTERM passes SIGTERM on and waits. With
     ``population``, the runs of a task that start from scratch are trained by one process, as one population, and
     so are its interrupted runs that continue from fresh episodes anyway (checkpoints without the env state) from
-    the same step; a checkpoint that can continue exactly is resumed on its own."""
+    the same step; a checkpoint that can continue exactly is resumed on its own. ``jobs`` counts worker processes:
+    the last population to start gets the slots nothing else will use (``hydra.launcher.n_jobs``, at most one per
+    member), so a single task's population uses every core it was given."""
 
     def __init__(self, jobs: int, lock_fd: int, overrides: Sequence[str], population: bool = False):
         self.jobs, self.lock_fd, self.overrides = jobs, lock_fd, list(overrides)
         self.population = population
-        self.running: dict[Any, tuple[list[RunState], float, Any, Path]] = {}
+        self.running: dict[Any, tuple[list[RunState], float, Any, Path, int]] = {}
         self.signum: Optional[int] = None
         self.received = self.forwarded = 0
         self.preexec = _die_with_parent()
@@ -324,25 +330,32 @@ class Scheduler:
             together[key].append(run)
         return units
 
-    def launch(self, runs: list[RunState]) -> None:
+    def free_slots(self) -> int:
+        return self.jobs - sum(entry[4] for entry in self.running.values())
+
+    def launch(self, runs: list[RunState], workers: int = 1) -> None:
+        """Start one process for ``runs`` (a population of them if several, in ``workers`` worker processes)."""
         import subprocess
 
         for run in runs:
             close_attempts(run)
+        split = f" in {workers} worker processes" if workers > 1 else ""
         if len(runs) > 1 and runs[0].state == "interrupted":
             step, _ = checkpoint_facts(runs[0].path)
-            cmd = population_resume_command(runs)
+            cmd = population_resume_command(runs, workers)
             say(f"  resume {runs[0].task.word} seeds {', '.join(str(r.seed) for r in runs)} from step {step:,} of "
-                f"{runs[0].task.budget:,} as one population (INEXACT: the checkpoints cannot hold the env state, so "
-                "the envs restart from fresh episodes)")
-            attempt = {"kind": "resume", "from_step": step, "exact": False, "population": [r.seed for r in runs]}
+                f"{runs[0].task.budget:,} as one population{split} (INEXACT: the checkpoints cannot hold the env "
+                "state, so the envs restart from fresh episodes)")
+            attempt = {"kind": "resume", "from_step": step, "exact": False, "population": [r.seed for r in runs],
+                       "workers": workers}
             console = runs[0].path.parent / POPULATION_CONSOLE
         elif len(runs) > 1:
             for run in runs:
                 clear_run(run.path)
-            cmd = population_command(runs, self.overrides)
-            say(f"  start  {runs[0].task.word} seeds {', '.join(str(r.seed) for r in runs)} as one population")
-            attempt = {"kind": "start", "from_step": 0, "exact": True, "population": [r.seed for r in runs]}
+            cmd = population_command(runs, self.overrides, workers)
+            say(f"  start  {runs[0].task.word} seeds {', '.join(str(r.seed) for r in runs)} as one population{split}")
+            attempt = {"kind": "start", "from_step": 0, "exact": True, "population": [r.seed for r in runs],
+                       "workers": workers}
             console = runs[0].path.parent / POPULATION_CONSOLE
         elif runs[0].state == "interrupted":
             run = runs[0]
@@ -375,10 +388,10 @@ class Scheduler:
         log.flush()
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, pass_fds=(self.lock_fd,), preexec_fn=self.preexec)
-        self.running[proc] = (runs, time.monotonic(), log, console)
+        self.running[proc] = (runs, time.monotonic(), log, console, workers if len(runs) > 1 else 1)
 
     def finish(self, proc, code: int) -> None:
-        runs, t0, log, console = self.running.pop(proc)
+        runs, t0, log, console, _ = self.running.pop(proc)
         log.close()
         seconds = time.monotonic() - t0
         for run in runs:
@@ -402,10 +415,11 @@ class Scheduler:
             while (pending and self.signum is None) or self.running:
                 if self.received > self.forwarded:
                     self._forward()
-                while pending and self.signum is None and len(self.running) < self.jobs:
+                while pending and self.signum is None and self.free_slots() > 0:
                     unit = pending.pop(0)
+                    workers = min(len(unit), self.free_slots()) if not pending else 1  # the last: the free slots
                     try:
-                        self.launch(unit)
+                        self.launch(unit, workers)
                     except ConfigError as exc:  # an unreadable checkpoint: that run fails, the others go on
                         for run in unit:
                             run.failed = str(exc)

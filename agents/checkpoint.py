@@ -70,3 +70,10 @@ def load_checkpoint(path: Union[str, Path], key: str = "checkpoint") -> dict[str
         raise ConfigError(f"{key}={str(path)!r} is invalid: not a checkpoint of this package "
                           f"(format {FORMAT_VERSION})")
     return state
+
+
+def holds_env_state(state: dict[str, Any]) -> Union[bool, None]:
+    """Whether a checkpoint holds its envs' whole state (``agents/envstate.py``), so that a resume continues
+    exactly; None when the checkpoint does not say."""
+    env_state = state.get("collector", {}).get("env")
+    return bool(env_state.get("complete", True)) if isinstance(env_state, dict) else None

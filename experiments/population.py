@@ -146,9 +146,10 @@ def continues_together(job: PopulationJob) -> bool:
     """A resumed job may train with others when it would continue inexactly anyway: its checkpoint holds no env
     state (a population member's, or an env whose state cannot be captured) and ``allow_inexact_resume=true``.
     A checkpoint that can continue exactly stays a solo run, and does."""
+    from agents.checkpoint import holds_env_state
+
     plan = job.plan
-    return plan is not None and plan.train_cfg.allow_inexact_resume \
-        and not plan.state["collector"]["env"].get("complete", True)
+    return plan is not None and plan.train_cfg.allow_inexact_resume and holds_env_state(plan.state) is not True
 
 
 def _alone(job: PopulationJob) -> bool:

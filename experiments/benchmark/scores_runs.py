@@ -180,12 +180,10 @@ def population_resume_command(runs: Sequence[RunState], workers: int = 1) -> lis
 
 def checkpoint_facts(path: Path) -> tuple[int, Optional[bool]]:
     """(global step, whether the checkpoint holds the whole env state: None when it does not say)."""
-    from agents.checkpoint import load_checkpoint
+    from agents.checkpoint import holds_env_state, load_checkpoint
 
     state = load_checkpoint(path / "checkpoint.pt", key="resume")
-    env_state = state.get("collector", {}).get("env")
-    complete = bool(env_state.get("complete", True)) if isinstance(env_state, dict) else None
-    return int(state.get("global_step", 0)), complete
+    return int(state.get("global_step", 0)), holds_env_state(state)
 
 
 def clear_run(path: Path) -> None:

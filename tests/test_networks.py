@@ -65,24 +65,27 @@ def test_network_options_are_validated(key, value):
 @pytest.mark.parametrize("members", [1, 3])
 def test_a_population_computes_each_members_outputs_and_gradients(activation, members):
     """The batched forward (products, bias and activation written into one buffer) gives every member what its
-    own ``nn.Module`` gives, and the same gradients through autograd."""
+    own ``nn.Module`` gives, and the same gradients (the population's written-out backward, GELU's autograd) as
+    autograd through the member module, for the weights and for the observations."""
     from agents.networks import PolicyPopulation
 
     cfg = PPOConfig(hidden_sizes=[16, 8], activation=activation, critic_activation=activation)
     torch.manual_seed(1)
     solo = [build_policy(5, 3, True, **cfg.network()) for _ in range(members)]
     population = PolicyPopulation(solo)
-    obs = torch.randn(members, 11, 5)
+    obs = torch.randn(members, 11, 5, requires_grad=True)
     actions = torch.randint(0, 3, (members, 11))
     weights = torch.randn(members, 11)
     ev = population.evaluate(obs, actions)
     ((ev.logprobs + ev.values + ev.entropy) * weights).sum().backward()
     for k, policy in enumerate(solo):
-        mine = policy.evaluate(obs[k], actions[k])
+        member_obs = obs[k].detach().clone().requires_grad_()
+        mine = policy.evaluate(member_obs, actions[k])
         for ours, theirs in zip((ev.logprobs[k], ev.values[k], ev.entropy[k]),
                                 (mine.logprobs, mine.values, mine.entropy)):
             torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
         ((mine.logprobs + mine.values + mine.entropy) * weights[k]).sum().backward()
+        torch.testing.assert_close(obs.grad[k], member_obs.grad, rtol=1e-4, atol=1e-6, msg="observations")
         for name, param in policy.named_parameters():
             grad = population.stacked[population.names.index(name)].grad[k]
             torch.testing.assert_close(grad, param.grad, rtol=1e-4, atol=1e-6, msg=name)

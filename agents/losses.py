@@ -87,10 +87,17 @@ def compute_value_loss(
     return sample_mean(loss_unclipped, weights)
 
 
+def _entropy_of(log_probs: Tensor) -> Tensor:
+    return -(log_probs.exp() * log_probs).sum(dim=-1)
+
+
+def _log_prob_of(log_probs: Tensor, actions: Tensor) -> Tensor:
+    return log_probs.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+
+
 def categorical_entropy(logits: Tensor) -> Tensor:
     """Per-sample entropy −Σ p log p of softmax(logits) over the last axis (log-softmax, so stable)."""
-    log_probs = F.log_softmax(logits, dim=-1)
-    return -(log_probs.exp() * log_probs).sum(dim=-1)
+    return _entropy_of(F.log_softmax(logits, dim=-1))
 
 
 def compute_entropy(logits: Tensor, *, weights: Optional[Tensor] = None) -> Tensor:
@@ -167,8 +174,13 @@ def compute_ppo_total_loss(
 
 def categorical_log_prob(logits: Tensor, actions: Tensor) -> Tensor:
     """log π(a) of integer ``actions`` under softmax(``logits``)."""
+    return _log_prob_of(F.log_softmax(logits, dim=-1), actions)
+
+
+def categorical_log_prob_and_entropy(logits: Tensor, actions: Tensor) -> tuple[Tensor, Tensor]:
+    """``categorical_log_prob`` and ``categorical_entropy`` from one log-softmax (what a minibatch step needs)."""
     log_probs = F.log_softmax(logits, dim=-1)
-    return log_probs.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+    return _log_prob_of(log_probs, actions), _entropy_of(log_probs)
 
 
 def categorical_kl(logits_p: Tensor, logits_q: Tensor) -> Tensor:

@@ -43,16 +43,13 @@ class PolicyEval(NamedTuple):
     """Logits (discrete) or Gaussian means (continuous), for KL terms. A population's are ``[P, B, …]``."""
 
 
-def log_prob(params: Tensor, actions: Tensor, log_std: Optional[Tensor]) -> Tensor:
+def log_prob_and_entropy(params: Tensor, actions: Tensor, log_std: Optional[Tensor]) -> tuple[Tensor, Tensor]:
+    """log π(actions) and the per-sample entropy, each shaped as ``params`` without its last axis (``log_std``
+    broadcasts against ``params``); a categorical policy's both from one log-softmax."""
     if log_std is None:
-        return losses.categorical_log_prob(params, actions)
-    return losses.gaussian_log_prob(params, log_std, actions)
-
-
-def entropy(params: Tensor, log_std: Optional[Tensor]) -> Tensor:
-    if log_std is None:
-        return losses.categorical_entropy(params)
-    return losses.gaussian_entropy(log_std).expand(params.shape[0])
+        return losses.categorical_log_prob_and_entropy(params, actions)
+    return (losses.gaussian_log_prob(params, log_std, actions),
+            losses.gaussian_entropy(log_std).expand(params.shape[:-1]))
 
 
 def kl_divergence(params: Tensor, ref_params: Tensor, log_std: Optional[Tensor],
@@ -105,12 +102,8 @@ class ActorCritic(nn.Module):
 
     def evaluate(self, obs: Tensor, actions: Tensor) -> PolicyEval:
         params = self.dist_params(obs)
-        return PolicyEval(
-            logprobs=log_prob(params, actions, self.log_std),
-            entropy=entropy(params, self.log_std),
-            values=self.value(obs),
-            params=params,
-        )
+        logprobs, ent = log_prob_and_entropy(params, actions, self.log_std)
+        return PolicyEval(logprobs=logprobs, entropy=ent, values=self.value(obs), params=params)
 
 
 class MLPActorCritic(ActorCritic):
@@ -343,10 +336,8 @@ class PolicyPopulation(nn.Module):
 
     def evaluate(self, obs: Tensor, actions: Tensor) -> PolicyEval:
         params = self.dist_params(obs)
-        log_std = self._member_log_std(self._log_std)
-        ent = entropy(params, log_std) if log_std is None else \
-            losses.gaussian_entropy(log_std).expand(params.shape[:2])
-        return PolicyEval(log_prob(params, actions, log_std), ent, self.value(obs), params)
+        logprobs, ent = log_prob_and_entropy(params, actions, self._member_log_std(self._log_std))
+        return PolicyEval(logprobs, ent, self.value(obs), params)
 
     def kl_divergence(self, params: Tensor, ref_params: Tensor, ref_log_std: Optional[Tensor]) -> Tensor:
         """Per-sample KL(π ‖ π_ref), ``[P, B]``; ``ref_log_std`` is the reference population's ``[P, A]``."""

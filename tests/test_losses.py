@@ -193,6 +193,18 @@ def test_entropy_is_the_batch_mean_and_matches_torch_categorical():
     assert peaked < 0.01
 
 
+def test_log_prob_and_entropy_from_one_log_softmax_match_torch_categorical():
+    """What a minibatch step uses: both from one log-softmax, per sample, with a population axis."""
+    from agents.losses import categorical_log_prob_and_entropy
+
+    logits = torch.tensor([[[0.0, 0.0, 0.0], [10.0, 0.0, -1.0]], [[1.0, -2.0, 0.5], [3.0, 3.0, -4.0]]], dtype=F64)
+    actions = torch.tensor([[2, 0], [1, 0]])
+    logprobs, entropy = categorical_log_prob_and_entropy(logits, actions)
+    dist = Categorical(logits=logits)
+    torch.testing.assert_close(logprobs, dist.log_prob(actions), rtol=0, atol=1e-12)
+    torch.testing.assert_close(entropy, dist.entropy(), rtol=0, atol=1e-12)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_entropy_is_stable_for_huge_logits(dtype):
     logits = torch.tensor([[1e4, 0.0, -1e4], [1e4, 1e4, 0.0], [-1e4, -1e4, -1e4]], dtype=dtype, requires_grad=True)

@@ -10,8 +10,9 @@ Two forms of the same policies:
   load.
 - a **population** (``PolicyPopulation``): P members of one architecture with every parameter stacked on a leading
   member axis (weights ``[P, out, in]``, biases ``[P, out]``), evaluated with batched matrix products
-  (``torch.baddbmm``) on ``[P, B, …]`` inputs. Training always runs on a population; a solo run is a population
-  of one. Member k's ``state_dict`` is exactly the member module's, so checkpoints cannot tell the two apart.
+  (``torch.bmm``, with a backward written out: ``_BatchedMLP``) on ``[P, B, …]`` inputs. Training always runs on a
+  population; a solo run is a population of one (``nn.Linear``'s kernels). Member k's ``state_dict`` is exactly
+  the member module's, so checkpoints cannot tell the two apart.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The PPO update: minibatch epochs over a rollout batch with the combined loss, for a population of agents.
 
-The speed of the update on a CPU is per-call overhead, not arithmetic (two 64×64 MLPs, minibatches of ~128):
-every member's forward and backward pass is one batched matrix product per layer (``PolicyPopulation``),
+A solo run's update on a CPU is bound by per-call overhead, not arithmetic (two 64×64 MLPs, minibatches of ~128):
+every member's forward and backward pass is one batched matrix product per layer (``PolicyPopulation``), so a
+population of a few dozen is bound by the products and the element-wise passes over its activations instead;
 ``FlatAdam`` keeps every parameter and gradient in one flat buffer so that the optimizer step and the per-member
 gradient-norm clip are a handful of tensor ops, and the loop reads its diagnostics back once per update.
 """

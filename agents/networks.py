@@ -25,6 +25,7 @@ from typing import NamedTuple, Optional, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from agents import losses
 from agents.config import ConfigError
@@ -226,6 +227,7 @@ class _BatchedMLP(torch.autograd.Function):
         return x
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad: Tensor):
         saved = ctx.saved_tensors
         n = len(saved) // 2

@@ -354,6 +354,35 @@ def test_optuna_hands_the_population_launcher_batches_of_n_jobs(tmp_path):
     assert results["best_value"] == pytest.approx(max(finals), rel=1e-6)
 
 
+def test_repeated_jobs_each_compose_their_own_config_also_without_the_sweepers_check(tmp_path):
+    """The launcher keeps what the sweeper's check composed and hands each kept config to one job. A sweeper that
+    launches without checking (Optuna's) and the same overrides twice, in one batch or in the next, must each
+    compose a config of their own: a job's config has a read-only ``hydra`` node once it ran."""
+    from hydra import initialize_config_dir
+    from hydra._internal.callbacks import Callbacks
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.utils import JobStatus
+    from hydra.types import HydraContext, RunMode
+
+    from hydra_plugins.population_launcher.population_launcher import PopulationLauncher
+
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "config.yaml").write_text(f"x: 0\nhydra:\n  sweep:\n    dir: {tmp_path / 'out'}\n")
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        cfg = loader.load_configuration("config", overrides=["x=1,2"], run_mode=RunMode.MULTIRUN)
+        launcher = PopulationLauncher()
+        launcher.setup(hydra_context=HydraContext(config_loader=loader, callbacks=Callbacks(cfg)),
+                       task_function=lambda job_cfg: job_cfg.x * 10, config=cfg)
+        batches = [[["x=1"], ["x=1"], ["x=2"]], [["x=1"]]]
+        ran = [launcher.launch(batch, initial_job_idx=idx) for idx, batch in zip((0, 3), batches)]
+    assert [[(r.status, r.return_value) for r in rets] for rets in ran] == \
+        [[(JobStatus.COMPLETED, 10), (JobStatus.COMPLETED, 10), (JobStatus.COMPLETED, 20)],
+         [(JobStatus.COMPLETED, 10)]]
+    assert [r.hydra_cfg.hydra.job.num for rets in ran for r in rets] == [0, 1, 2, 3]
+
+
 def test_members_continue_as_the_readme_says(sweep, tmp_path):
     """A member's checkpoint continues with ``resume=`` (from fresh episodes: its sub-envs were part of the
     population's vector env); several continue together, as one population, through the population launcher."""

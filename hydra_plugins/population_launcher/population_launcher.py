@@ -93,7 +93,8 @@ def _remember_compositions(loader: Any, store: dict) -> None:
     sweeper, so its own ``load_sweep_config`` is wrapped on this instance, and ``_collect`` takes what it kept. The
     caller gets the kept config itself, not a copy (a copy costs a fifth of composing one, in the launching process,
     one job after another): the sweepers' ``validate_batch_is_legal`` only checks that each job composes and drops
-    the result.
+    the result. A config is taken once: a sweeper that does not validate (Optuna's), or the same overrides twice,
+    make ``_collect`` compose the job again.
     """
     if getattr(loader, "_population_store", None) is store:
         return
@@ -268,8 +269,10 @@ class PopulationLauncher(Launcher):
         if announce:
             _announce(idx, overrides)
         sweep_config = self._composed.pop(tuple(overrides), None)
-        if sweep_config is None:
+        if sweep_config is None:  # no check composed it (a sweeper that does not validate, or a repeated job)
             sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+            self._composed.pop(tuple(overrides), None)  # this job's own config (run_job makes its hydra node
+            # read-only): a later job with the same overrides composes its own
         with open_dict(sweep_config):
             sweep_config.hydra.job.id = idx
             sweep_config.hydra.job.num = idx

@@ -204,6 +204,22 @@ def _weight_grad(grad: Tensor, x: Tensor) -> Tensor:
     return torch.bmm(grad.transpose(1, 2), x)
 
 
+def _layers_forward(layers: Sequence[tuple[Tensor, Tensor]], x: Tensor, activation: str,
+                    kept: Optional[list] = None) -> Tensor:
+    """P MLPs' forward, ``[P, B, in] → [P, B, out]``: product, bias and activation written into one buffer per layer
+    (a fresh ``[P, B, hidden]`` tensor per op costs more than its element-wise work); each hidden layer's output is
+    appended to ``kept``, if given."""
+    act = _TORCH_ACT[activation]
+    last = len(layers) - 1
+    for i, (weight, bias) in enumerate(layers):
+        x = _product(x, weight).add_(bias.unsqueeze(1))
+        if i < last:
+            x = act(x)
+            if kept is not None:
+                kept.append(x)
+    return x
+
+
 class _BatchedMLP(torch.autograd.Function):
     """P MLPs at once (``batched_mlp``'s arithmetic) with a backward written out: the kernels autograd would run
     for the same graph (a ``bmm`` per weight and input gradient, a sum per bias gradient, the activation's backward
@@ -214,14 +230,9 @@ class _BatchedMLP(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, activation: str, x: Tensor, *params: Tensor) -> Tensor:  # params: w0, b0, w1, b1, …
-        act = _TORCH_ACT[activation]
-        weights, last = params[0::2], len(params) // 2 - 1
+        weights = params[0::2]
         inputs = [x]
-        for i, (weight, bias) in enumerate(zip(weights, params[1::2])):
-            x = _product(x, weight).add_(bias.unsqueeze(1))
-            if i < last:
-                x = act(x)
-                inputs.append(x)
+        x = _layers_forward(list(zip(weights, params[1::2])), x, activation, kept=inputs)
         ctx.activation = activation
         ctx.save_for_backward(*inputs, *weights)
         return x
@@ -256,15 +267,9 @@ def batched_mlp(layers: Sequence[tuple[Tensor, Tensor]], x: Tensor, activation: 
             if i < last:
                 h = act(h)
         return h.unsqueeze(0)
-    if activation != "gelu":
-        return _BatchedMLP.apply(activation, x, *(t for layer in layers for t in layer))
-    for i, (weight, bias) in enumerate(layers):
-        # product, bias and activation in one buffer: a fresh [P, B, hidden] tensor per op (what baddbmm with a
-        # broadcast bias and an out-of-place activation allocate) costs more than their element-wise work
-        x = torch.bmm(x, weight.transpose(1, 2)).add_(bias.unsqueeze(1))
-        if i < last:
-            x = act(x)
-    return x
+    if activation == "gelu":  # autograd's backward: GELU's needs its input (the written-out one keeps outputs)
+        return _layers_forward(layers, x, activation)
+    return _BatchedMLP.apply(activation, x, *(t for layer in layers for t in layer))
 
 
 def _linear_layers(params: dict, prefix: str, seq: nn.Sequential) -> list[tuple[Tensor, Tensor]]:

@@ -11,6 +11,10 @@ class ConfigError(ValueError):
     """A user's configuration mistake. Its message is one line naming the key and what is allowed."""
 
 
+class NumericalError(RuntimeError):
+    """A NaN or inf in observations, rewards, losses or parameters; the last good checkpoint is kept."""
+
+
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (its type name if it has none), for one-line errors."""
     text = str(exc).strip()

@@ -166,13 +166,6 @@ def build_policy(obs_dim: int, action_dim: int, discrete: bool, policy: str = "m
                           ortho_init=ortho_init)
 
 
-def space_dims(envs_: object) -> tuple[int, int, bool]:
-    """(obs_dim, action_dim, discrete) of a vector env's single spaces (refuses unsupported ones)."""
-    from agents.spaces import vector_space_spec
-
-    return vector_space_spec(envs_).dims()
-
-
 # Applied in place where autograd allows it (tanh, ReLU and ELU save their result, not their input, so writing
 # over the layer's pre-activation is allowed; GELU's backward needs its input): one buffer per layer, not two.
 _TORCH_ACT = {"tanh": torch.tanh_, "relu": torch.relu_, "elu": lambda x: F.elu(x, inplace=True), "gelu": F.gelu}

@@ -55,6 +55,11 @@ def vector_space_spec(envs, env_id: str = "the env") -> SpaceSpec:
     return space_spec(envs.single_observation_space, envs.single_action_space, env_id)
 
 
+def space_dims(envs) -> tuple[int, int, bool]:
+    """(obs_dim, action_dim, discrete) of a vector env's single spaces (refuses unsupported ones)."""
+    return vector_space_spec(envs).dims()
+
+
 def declared_action_space(envs) -> spaces.Space:
     """The action space the env itself declares: its bounds, which the vector env's action-clipping wrapper
     (``envs/vector.py``) widens to ±inf on the outside."""

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from agents import envstate
 from agents.checkpoint import save_checkpoint
-from agents.config import ConfigError, PPOConfig
+from agents.config import ConfigError, NumericalError, PPOConfig  # noqa: F401  (NumericalError re-exported)
 from agents.evaluation import EvalResult, evaluate_population
 from agents.logger import TensorBoardLogger
 from agents.normalization import RewardScaler
@@ -31,10 +31,6 @@ from agents.inference import make_inference
 from agents.rollout import Collector, EpisodeStats, RolloutBuffer
 from agents.seeding import RunSeeds, population_reset_seed
 from agents.spaces import vector_space_spec
-
-
-class NumericalError(RuntimeError):
-    """A NaN or inf in observations, rewards, losses or parameters; the last good checkpoint is kept."""
 
 
 @dataclass

@@ -12,8 +12,7 @@ from gymnasium.vector import AutoresetMode
 
 import envs  # noqa: F401  (registers SoftmaxBandit-v0)
 from agents.config import ConfigError, first_line, is_int
-from agents.networks import space_dims  # noqa: F401  (re-exported: sizes of a vector env's spaces)
-from agents.spaces import space_spec
+from agents.spaces import space_dims, space_spec  # noqa: F401  (space_dims re-exported: a vector env's sizes)
 
 VECTORIZATION_MODES = ("auto", "vector_entry_point", "sync", "async")
 AUTORESET_MODES = ("auto", "next_step", "same_step")

@@ -34,7 +34,7 @@ from agents.spaces import space_spec
 from conf import CONF_DIR
 from envs.vector import env_spec, make_vec_env, space_dims
 from experiments.config import CHECKPOINT_MISSING, EvaluateConfig, TrainConfig
-from experiments.run import hydra_one_line_errors, user_errors
+from experiments.entry import hydra_one_line_errors, user_errors
 
 
 def to_evaluate_config(cfg: DictConfig | dict) -> EvaluateConfig:

@@ -29,7 +29,7 @@ from agents.normalization import ObsNormalizer
 from agents.run_config import to_record
 from conf import CONF_DIR
 from experiments.config import CHECKPOINT_MISSING
-from experiments.run import hydra_one_line_errors, user_errors
+from experiments.entry import hydra_one_line_errors, user_errors
 
 
 @dataclass

@@ -110,7 +110,7 @@ def register(cfg: DictConfig, output_dir: str, overrides: Sequence[str] = ()) ->
     """
     from hydra.core.hydra_config import HydraConfig
 
-    from experiments.run import to_train_config
+    from agents.run_config import to_train_config
 
     if _batch is None:
         raise RuntimeError("register() outside collecting(): nothing collects population jobs")
@@ -289,7 +289,7 @@ def train_population(jobs: Sequence[PopulationJob], max_members: int = DEFAULT_M
     trains the populations in that many worker processes at once (``hydra.launcher.n_jobs``; the populations are
     split so that each worker has one, see ``spread_over_workers``).
 
-    A failing job fails alone: the others still train. A user's error (``experiments.run.EXIT_CODES``: a bad
+    A failing job fails alone: the others still train. A user's error (``experiments.entry.EXIT_CODES``: a bad
     config, a diverged member, a path that cannot be written) is printed as one ``error:`` line when it happens, as
     for a job of any other launcher. Resumed jobs continue together where ``continues_together`` allows (an
     interrupted population's members do), any other resumed job as a solo run. On SIGINT/SIGTERM every member
@@ -322,7 +322,6 @@ def _train_in_workers(jobs: Sequence[PopulationJob], groups: list[list[int]], wo
     fill ``outcomes``. A worker is in a process group of its own, so a terminal's Ctrl-C reaches it once, forwarded
     from here with SIGTERM alike: every member checkpoints, then this process exits as a solo run would."""
     import multiprocessing
-    import pickle
     import signal
 
     loads: list[list[list[int]]] = [[] for _ in range(workers)]
@@ -341,11 +340,7 @@ def _train_in_workers(jobs: Sequence[PopulationJob], groups: list[list[int]], wo
             except Exception as exc:  # noqa: BLE001 - this part's jobs fail with it; the worker goes on
                 results = [_failed(exc)] * len(members)
             for index, outcome in zip(members, results):
-                try:
-                    pickle.loads(pickle.dumps(outcome))
-                except Exception:  # noqa: BLE001 - an outcome that cannot cross processes: its one line does
-                    outcome = RuntimeError(first_line(outcome))
-                queue.put((index, outcome))
+                queue.put((index, sendable(outcome)))
 
     procs = [ctx.Process(target=work, args=(parts,)) for parts in loads]
     received: set[int] = set()
@@ -376,7 +371,7 @@ def _train_in_workers(jobs: Sequence[PopulationJob], groups: list[list[int]], wo
             if proc.pid is not None:
                 proc.join()
     if signum:
-        from experiments.run import SIGNAL_EXIT_CODES
+        from experiments.entry import SIGNAL_EXIT_CODES
 
         log.info("interrupted: every training member wrote its checkpoint; continue them together with -m "
                  "hydra/launcher=population resume=<folder>,<folder>,… allow_inexact_resume=true (README, "
@@ -417,9 +412,20 @@ def timing_line(members: int, wall: float, seconds: dict, device=None) -> str:
     return line
 
 
+def sendable(outcome: float | BaseException) -> float | BaseException:
+    """``outcome`` if it can be pickled to another process, else a ``RuntimeError`` with its one line."""
+    import pickle
+
+    try:
+        pickle.loads(pickle.dumps(outcome))
+    except Exception:  # noqa: BLE001 - an outcome that cannot cross processes: its one line does
+        return RuntimeError(first_line(outcome))
+    return outcome
+
+
 def _failed(exc: BaseException) -> BaseException:
     """Print a user's error as its one line (as ``user_errors`` does for a job of another launcher)."""
-    from experiments.run import EXIT_CODES
+    from experiments.entry import EXIT_CODES
 
     if isinstance(exc, tuple(EXIT_CODES)):
         print(f"error: {exc}", file=sys.stderr)

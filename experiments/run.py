@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import atexit
 import contextlib
-import gc
 import logging
-import os
 import signal
 import sys
 from dataclasses import dataclass
@@ -16,7 +13,7 @@ from typing import Iterator, Optional, Sequence
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from agents import NumericalError, Trainer
+from agents import Trainer
 from agents.api import make_trainer
 from agents.checkpoint import CHECKPOINT_NAME, FORMAT_VERSION, load_checkpoint, resolve_checkpoint
 from agents.config import ConfigError, first_line
@@ -26,116 +23,15 @@ from agents.train import Member, TrainResult
 from envs.vector import make_vec_env
 from agents.run_config import require_device
 from agents.run_config import TrainConfig, final_metrics, hparams_of, to_train_config  # noqa: F401  (re-exported)
+from experiments.entry import (EXIT_CODES, SIGNAL_EXIT_CODES, freeze_long_lived,  # noqa: F401  (re-exported)
+                               hydra_one_line_errors, user_errors)
 
 log = logging.getLogger(__name__)
-
-# Hydra plugins that live in an extra: a config that needs one names the extra when the plugin is missing.
-ENGINE_EXTRAS = {"hydra/launcher/ray": "ray", "hydra/launcher/submitit": "slurm", "hydra/sweeper/optuna": "optuna"}
 
 # Overrides a resumed run accepts; anything else would make it a different run (restating a key's saved value is
 # accepted too). eval.* only changes when and how the policy is evaluated, never the training trajectory.
 RESUME_OVERRIDES = ("resume", "total_timesteps", "progress", "checkpoint_every", "torch_threads", "device",
                     "eval.stop_return", "eval.every", "eval.episodes", "allow_inexact_resume")
-SIGNAL_EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
-
-
-EXIT_CODES = {ConfigError: 2, NumericalError: 3, OSError: 2}
-
-
-def _in_multirun() -> bool:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-
-
-def _exit_code(exc: BaseException) -> int:
-    return next(code for kind, code in EXIT_CODES.items() if isinstance(exc, kind))
-
-
-@contextlib.contextmanager
-def user_errors() -> Iterator[None]:
-    """Turn a user's mistake (or a numerical fault, or a path that cannot be written) into one line on stderr
-    and a non-zero exit, without a traceback.
-
-    Inside a multirun job the exception is re-raised after the line is printed, so that Hydra records that job
-    as failed and still runs the others; ``hydra_one_line_errors`` reports it once the sweep has finished.
-    """
-    try:
-        yield
-    except (ConfigError, NumericalError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        if _in_multirun():
-            raise
-        sys.exit(_exit_code(exc))
-
-
-_frozen = False  # _freeze_long_lived has run in this process
-
-
-def _freeze_long_lived() -> None:
-    """Once per process, before the first job: CPython's ``gc.freeze()`` moves every object alive now (the
-    imported modules: torch, Hydra, Gymnasium — hundreds of thousands of objects that live as long as the
-    process) out of the cyclic collector's reach, so its full collections stop rescanning them (and forked
-    workers share them untouched); at exit it freezes again, so the interpreter's last full collection has nothing
-    left to scan. Only cyclic collection is affected: objects freed by reference counting are freed as before, and
-    the garbage already there is collected first (a process that called other code before, e.g. a test session,
-    keeps nothing it had dropped)."""
-    global _frozen
-    if not _frozen:
-        _frozen = True
-        gc.collect()
-        gc.freeze()
-        atexit.register(gc.freeze)
-
-
-def hydra_one_line_errors(hydra_main) -> None:
-    """Run a ``@hydra.main`` function so that Hydra's own refusals (unknown key, wrong type, bad override
-    syntax, missing config) print as one ``error:`` line with exit code 2 instead of Hydra's multi-line report.
-
-    Hydra raises instead of reporting when HYDRA_FULL_ERROR is set; a user who set it gets the full trace.
-    """
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    _freeze_long_lived()
-    if os.environ.get("HYDRA_FULL_ERROR") == "1":
-        hydra_main()
-        return
-    os.environ["HYDRA_FULL_ERROR"] = "1"
-    try:
-        hydra_main()
-    except (HydraException, OmegaConfBaseException) as exc:
-        message = first_line(exc)
-        options = str(exc).split("Available options", 1)
-        if len(options) == 2:  # a missing config group option: list the choices on the same line
-            listing = options[1].split("Config search path", 1)[0]
-            choices = [line.strip() for line in listing.splitlines()[1:] if line.strip()]
-            message += f" (available: {', '.join(choices)})"
-        cause = exc.__cause__ if isinstance(exc.__cause__, OmegaConfBaseException) else None
-        if cause is None and isinstance(exc, OmegaConfBaseException):
-            cause = exc
-        if cause is not None:
-            key = getattr(cause, "full_key", None)
-            detail = first_line(cause)
-            message = f"{key}: {detail}" if key else detail
-            if "not in" in detail or "not in struct" in detail:
-                message += " (unknown key: check the spelling; new keys need a leading '+')"
-        for plugin, extra in ENGINE_EXTRAS.items():
-            if f"'{plugin}" in message:
-                message += f' (needs the {extra} extra: pip install -e ".[{extra}]")'
-                break
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(2)
-    except (ConfigError, NumericalError, OSError) as exc:  # after Hydra's own (some are OSErrors)
-        prefix = "a job of the multirun failed: " if isinstance(exc, (ConfigError, NumericalError)) else ""
-        print(f"error: {prefix}{exc}", file=sys.stderr)
-        sys.exit(_exit_code(exc))
-    except KeyboardInterrupt:  # Ctrl-C outside a training loop (start-up, collecting a sweep) or a second one
-        print("interrupted: stopped at once; every checkpoint already written is kept", file=sys.stderr)
-        sys.exit(SIGNAL_EXIT_CODES[signal.SIGINT])
-    finally:
-        os.environ.pop("HYDRA_FULL_ERROR", None)
 
 
 class StopFlag:
@@ -392,6 +288,7 @@ def run_training(cfg: DictConfig, output_dir: str | Path, overrides: Sequence[st
     plan = plan_run(cfg, output_dir, overrides)
     torch.set_num_threads(plan.train_cfg.torch_threads)
     envs = make_vec_env(plan.train_cfg.env)
+    freeze_long_lived()  # the trainer and the env are imported now
     try:
         trainer = build_trainer([plan], envs)
         trainer.logger = logger = open_logger(plan, trainer.global_step)

@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from conf import CONF_DIR
 from experiments import config as _config  # noqa: F401  (registers the schema)
 from experiments import population
-from experiments.run import hydra_one_line_errors, run_training, user_errors
+from experiments.entry import hydra_one_line_errors, user_errors
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
@@ -33,6 +33,8 @@ def hydra_main(cfg: DictConfig) -> float | population.PopulationJob:
     with user_errors():
         if population.is_collecting():
             return population.register(cfg, hc.runtime.output_dir, overrides=overrides)
+        from experiments.run import run_training  # here: a process that only registers jobs never imports torch
+
         return run_training(cfg, hc.runtime.output_dir, overrides=overrides)
 
 

@@ -305,11 +305,15 @@ def test_a_killed_worker_fails_only_its_own_jobs(tmp_path):
                              "hydra.launcher.n_jobs=2", "seed=0,1,2,3", "env=bandit", "total_timesteps=60000",
                              "eval.episodes=4", f"hydra.sweep.dir={tmp_path}"], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    def children(pid: int) -> list[int]:
+        listing = Path(f"/proc/{pid}/task/{pid}/children")
+        return [int(child) for child in listing.read_text().split()] if listing.exists() else []
+
     deadline = time.time() + 120
     workers: list[int] = []
     while time.time() < deadline and (len(workers) < 2 or len(list(tmp_path.glob("*/tb/events.*"))) < 4):
-        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
-        workers = [int(pid) for pid in children.read_text().split()] if children.exists() else []
+        # the launcher's one child trains the populations (its training host); the workers are its children
+        workers = [worker for host in children(proc.pid) for worker in children(host)]
         time.sleep(0.1)
     assert len(workers) == 2
     os.kill(workers[0], signal.SIGKILL)
@@ -320,6 +324,31 @@ def test_a_killed_worker_fails_only_its_own_jobs(tmp_path):
     finished = [p for p in tmp_path.iterdir() if (p / "checkpoint.pt").is_file()
                 and load_checkpoint(p)["final_eval"] is not None]
     assert len(finished) == 2  # the surviving worker's population of two
+
+
+def test_with_workers_the_launching_process_never_imports_torch(tmp_path):
+    """With ``n_jobs`` > 1 the jobs are composed, checked and collected without PyTorch, while the training host the
+    launcher forked imports it; the host trains them. Checked from the launching process itself at its exit, beside a
+    solo run's process, which does import it."""
+    script = ("import atexit, runpy, sys\n"
+              "atexit.register(lambda: print('torch imported:', 'torch' in sys.modules))\n"
+              "sys.argv = ['experiments.train'] + sys.argv[1:]\n"
+              "runpy.run_module('experiments.train', run_name='__main__', alter_sys=True)\n")
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+
+    def launch(*args: str) -> str:
+        out = subprocess.run([sys.executable, "-c", script, *args, *TINY], cwd=REPO, env=env, capture_output=True,
+                             text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-3000:]
+        return out.stdout
+
+    out = launch("-m", "hydra/launcher=population", "hydra.launcher.n_jobs=2", "seed=0,1,2,3",
+                 f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert out.count("torch imported:") == 1 and "torch imported: False" in out
+    trained = [p for p in (tmp_path / "sweep").iterdir() if (p / "checkpoint.pt").is_file()
+               and load_checkpoint(p)["final_eval"] is not None]
+    assert len(trained) == 4
+    assert "torch imported: True" in launch(f"hydra.run.dir={tmp_path / 'solo'}")
 
 
 def test_register_outside_a_collecting_launcher_is_refused():

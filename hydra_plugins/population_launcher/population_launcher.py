@@ -204,6 +204,110 @@ def _reuse_defaults_lists() -> None:
     config_loader_impl.create_defaults_list = create_defaults_list
 
 
+class _TrainingHost:
+    """The process that trains the batches when ``n_jobs`` > 1 (its populations' workers are forked from it).
+
+    Forked at the launcher's ``setup``, before the sweeper composes and checks the jobs, it imports the trainer
+    (PyTorch, Gymnasium, TensorBoard: the largest part of a sweep's start-up) while this process composes and
+    collects the batch, which it does without PyTorch (``agents`` imports it on first use). It then trains each
+    batch sent to it with ``experiments.population.train_population`` and sends back one outcome per job.
+
+    It is in a process group of its own: SIGINT and SIGTERM reach it only as forwarded from here, while a batch
+    trains, and it forwards them to its workers (every member checkpoints; the exit code comes back here). It is
+    stopped when its launcher is collected or this process exits, and stops by itself when its pipe closes (this
+    process killed). Not a daemon: it forks the workers.
+    """
+
+    def __init__(self, launcher: "PopulationLauncher") -> None:
+        import multiprocessing
+        import sys
+        import weakref
+
+        ctx = multiprocessing.get_context("fork")
+        self._conn, child = ctx.Pipe()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self._proc = ctx.Process(target=self._serve, args=(launcher, child), name="population-host")
+        self._proc.start()
+        child.close()
+        weakref.finalize(launcher, _TrainingHost._stop, self._conn, self._proc)
+
+    @staticmethod
+    def _stop(conn: Any, proc: Any) -> None:
+        conn.close()
+        if proc.exitcode is None:
+            proc.terminate()  # idle (it trains only inside ``train``): nothing of a job is lost
+        proc.join()
+
+    def _serve(self, launcher: "PopulationLauncher", conn: Any) -> None:
+        import os
+        import signal
+
+        os.setpgid(0, 0)
+        self._conn.close()  # this process's end: the host sees EOF once the launching process is gone
+        from experiments import population
+        from experiments.entry import SIGNAL_EXIT_CODES, freeze_long_lived
+        import experiments.run  # noqa: F401  (the trainer and everything it imports, now)
+
+        freeze_long_lived()
+        while True:
+            try:
+                jobs, max_members, n_jobs = conn.recv()
+            except (EOFError, OSError):
+                return
+            try:
+                setup_globals()
+                launcher._restore_logging()
+                outcomes = population.train_population(jobs, max_members=max_members, n_jobs=n_jobs)
+                reply: tuple = ("done", [population.sendable(outcome) for outcome in outcomes])
+            except SystemExit as exc:  # interrupted: every member checkpointed
+                reply = ("exit", exc.code)
+            except KeyboardInterrupt:  # a signal before training began
+                reply = ("exit", SIGNAL_EXIT_CODES[signal.SIGINT])
+            except Exception as exc:  # noqa: BLE001 - the whole batch fails with it, in the launching process
+                reply = ("error", population.sendable(exc))
+            conn.send(reply)
+            if reply[0] == "exit":
+                return
+
+    def train(self, jobs: Sequence[Any], max_members: int, n_jobs: int) -> Sequence[Any]:
+        """``train_population(jobs, max_members, n_jobs)`` in the host; a signal received meanwhile is forwarded
+        to it, and its exit code (128 + the signal number) becomes this process's."""
+        import os
+        import signal
+        import sys
+
+        from experiments.entry import SIGNAL_EXIT_CODES
+
+        received: list[int] = []
+
+        def forward(sig: int, frame: Any) -> None:
+            received.append(sig)
+            if self._proc.exitcode is None:
+                os.kill(self._proc.pid, sig)
+
+        previous = {sig: signal.signal(sig, forward) for sig in SIGNAL_EXIT_CODES}
+        try:
+            self._conn.send((list(jobs), max_members, n_jobs))
+            kind, value = self._conn.recv()
+        except (EOFError, OSError):  # the host died (killed, out of memory)
+            self._proc.join()
+            if received:
+                sys.exit(SIGNAL_EXIT_CODES.get(received[0], 1))
+            code = self._proc.exitcode
+            raise ChildProcessError(f"the process training the populations exited with code "
+                                    f"{code if code is None or code > 0 else 128 - code} (killed, or out of "
+                                    "memory?); each member's last periodic checkpoint is kept") from None
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        if kind == "exit":
+            sys.exit(value)
+        if kind == "error":
+            raise value
+        return value
+
+
 def _announce(idx: int, overrides: Sequence[str]) -> None:
     """The basic launcher's line for a job it launches."""
     log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
@@ -225,6 +329,7 @@ class PopulationLauncher(Launcher):
         self.config: Optional[DictConfig] = None
         self.task_function: Optional[TaskFunction] = None
         self.hydra_context: Optional[HydraContext] = None
+        self._host: Optional[_TrainingHost] = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config = config
@@ -232,6 +337,10 @@ class PopulationLauncher(Launcher):
         self.task_function = task_function
         self._composed: dict = {}
         _remember_compositions(hydra_context.config_loader, self._composed)
+        from agents.config import is_int
+
+        if self._host is None and is_int(self.n_jobs) and self.n_jobs > 1:
+            self._host = _TrainingHost(self)
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from agents.config import is_int
@@ -383,8 +492,10 @@ class PopulationLauncher(Launcher):
             return
         jobs = [ret._return_value for ret in collected]
         try:
-            outcomes: Sequence[Any] = population.train_population(jobs, max_members=self.max_members,
-                                                                  n_jobs=self.n_jobs)
+            if self._host is not None:
+                outcomes: Sequence[Any] = self._host.train(jobs, self.max_members, self.n_jobs)
+            else:
+                outcomes = population.train_population(jobs, max_members=self.max_members, n_jobs=self.n_jobs)
             if len(outcomes) != len(jobs):
                 raise RuntimeError(f"train_population returned {len(outcomes)} outcomes for {len(jobs)} jobs")
         except Exception as exc:  # noqa: BLE001 - a failure of the whole batch is every collected job's failure

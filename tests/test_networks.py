@@ -62,13 +62,18 @@ def test_network_options_are_validated(key, value):
 
 
 @pytest.mark.parametrize("activation", ["tanh", "relu", "elu", "gelu"])
-@pytest.mark.parametrize("members", [1, 3])
-def test_a_population_computes_each_members_outputs_and_gradients(activation, members):
+@pytest.mark.parametrize("members, chunk", [(1, None), (3, None), (3, 2), (3, 1)])
+def test_a_population_computes_each_members_outputs_and_gradients(activation, members, chunk, monkeypatch):
     """The batched forward (products, bias and activation written into one buffer) gives every member what its
     own ``nn.Module`` gives, and the same gradients (the population's written-out backward, GELU's autograd) as
-    autograd through the member module, for the weights and for the observations."""
+    autograd through the member module, for the weights and for the observations — also computed in ranges of
+    ``chunk`` members (``_member_chunks``: here 2 + 1, or 1 + 1 + 1)."""
+    from agents import networks
     from agents.networks import PolicyPopulation
 
+    if chunk is not None:  # a range of `chunk` members' widest hidden activation (11 samples × 16 units)
+        monkeypatch.setattr(networks, "_CHUNK_ELEMENTS", chunk * 11 * 16)
+        assert len(networks._member_chunks(torch.zeros(members, 11, 5), 16)) == math.ceil(members / chunk)
     cfg = PPOConfig(hidden_sizes=[16, 8], activation=activation, critic_activation=activation)
     torch.manual_seed(1)
     solo = [build_policy(5, 3, True, **cfg.network()) for _ in range(members)]

@@ -219,6 +219,7 @@ class _TrainingHost:
     """
 
     def __init__(self, launcher: "PopulationLauncher") -> None:
+        import atexit
         import multiprocessing
         import sys
         import weakref
@@ -230,7 +231,9 @@ class _TrainingHost:
         self._proc = ctx.Process(target=self._serve, args=(launcher, child), name="population-host")
         self._proc.start()
         child.close()
-        weakref.finalize(launcher, _TrainingHost._stop, self._conn, self._proc)
+        stop = weakref.finalize(launcher, _TrainingHost._stop, self._conn, self._proc)
+        stop.atexit = False  # at exit, from our own hook: registered after multiprocessing's, it runs before that
+        atexit.register(stop)  # one joins the (non-daemon) host, which only ends once its pipe is closed
 
     @staticmethod
     def _stop(conn: Any, proc: Any) -> None:

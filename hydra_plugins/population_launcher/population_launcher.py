@@ -235,6 +235,11 @@ class _TrainingHost:
         stop.atexit = False  # at exit, from our own hook: registered after multiprocessing's, it runs before that
         atexit.register(stop)  # one joins the (non-daemon) host, which only ends once its pipe is closed
 
+    def forget(self) -> None:
+        """In a process forked from the launching one: drop its copy of the host's pipe, so that the host still
+        sees the pipe close when the launching process ends."""
+        self._conn.close()
+
     @staticmethod
     def _stop(conn: Any, proc: Any) -> None:
         conn.close()
@@ -427,7 +432,11 @@ class PopulationLauncher(Launcher):
         bounds = [i * size + min(i, extra) for i in range(workers + 1)]
         shares = [numbered[bounds[w]:bounds[w + 1]] for w in range(workers)]
 
-        def work(share: Sequence[tuple[int, Sequence[str]]], send: Any) -> None:
+        def work(share: Sequence[tuple[int, Sequence[str]]], send: Any, inherited: Sequence[Any]) -> None:
+            for conn in inherited:  # read ends forked along (its own pipe's too): once this process is gone, a
+                conn.close()        # send fails instead of blocking on a pipe only the collectors still hold
+            if self._host is not None:
+                self._host.forget()
             out: list[bytes] = []
             try:
                 for idx, overrides in share:
@@ -443,7 +452,10 @@ class PopulationLauncher(Launcher):
                 payload = pickle.dumps(out)
             except BaseException as exc:  # noqa: BLE001 - sent to the parent, which raises it
                 payload = pickle.dumps(RuntimeError(f"collecting jobs failed: {first_line(exc)}"))
-            send.send_bytes(payload)
+            try:
+                send.send_bytes(payload)
+            except OSError:  # the launching process is gone (killed): nobody is left to tell
+                pass
             send.close()
 
         ctx = multiprocessing.get_context("fork")
@@ -454,7 +466,7 @@ class PopulationLauncher(Launcher):
         try:
             for w, share in enumerate(shares):
                 receive, send = ctx.Pipe(duplex=False)
-                proc = ctx.Process(target=work, args=(share, send))
+                proc = ctx.Process(target=work, args=(share, send, [receive, *conns]))
                 proc.start()
                 send.close()
                 procs.append(proc)

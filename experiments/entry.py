@@ -23,7 +23,6 @@ ENGINE_EXTRAS = {"hydra/launcher/ray": "ray", "hydra/launcher/submitit": "slurm"
 
 SIGNAL_EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
-
 EXIT_CODES = {ConfigError: 2, NumericalError: 3, OSError: 2}
 
 

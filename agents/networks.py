@@ -250,25 +250,22 @@ class _BatchedMLP(torch.autograd.Function):
             outputs.append(_layers_forward([(w[c], b[c]) for w, b in zip(weights, biases)], x[c], activation,
                                            kept=inputs))
             kept += inputs
-        ctx.activation, ctx.chunks = activation, chunks
+        ctx.activation, ctx.chunks, ctx.layers = activation, chunks, len(weights)
         ctx.save_for_backward(*kept, *weights)
         return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: Tensor):
-        saved = ctx.saved_tensors
-        n = len(saved) // (len(ctx.chunks) + 1)  # layers: each chunk kept n inputs; then the n weights
+        saved, n = ctx.saved_tensors, ctx.layers  # each chunk's n layer inputs, then the n weights
         weights = saved[-n:]
         grads: list = [None] * (2 * n)
         for i, w in enumerate(weights):
             grads[2 * i], grads[2 * i + 1] = torch.empty_like(w), w.new_empty(w.shape[:2])
         grad = grad.contiguous()
-        grad_x = None
+        grad_x = grad.new_empty((grad.shape[0], *saved[0].shape[1:])) if ctx.needs_input_grad[1] else None
         for j, c in enumerate(ctx.chunks):
             inputs = saved[j * n:(j + 1) * n]
-            if grad_x is None and ctx.needs_input_grad[1]:
-                grad_x = grad.new_empty((grad.shape[0], *inputs[0].shape[1:]))
             g = grad[c]
             for i in range(n - 1, -1, -1):
                 grads[2 * i][c] = _weight_grad(g, inputs[i])

@@ -316,6 +316,36 @@ def train_population(jobs: Sequence[PopulationJob], max_members: int = DEFAULT_M
     return outcomes
 
 
+@contextlib.contextmanager
+def forwarding_signals(procs: Sequence[Any]) -> Iterator[list[int]]:
+    """While active, SIGINT and SIGTERM received by this process are sent on to those of ``procs`` that run (in
+    process groups of their own, they get a terminal's Ctrl-C only this way); yields the list of signals received."""
+    import signal
+
+    from experiments.entry import SIGNAL_EXIT_CODES
+
+    received: list[int] = []
+
+    def forward(sig: int, frame: Any) -> None:
+        received.append(sig)
+        for proc in procs:
+            if proc.pid is not None and proc.exitcode is None:
+                os.kill(proc.pid, sig)
+
+    previous = {sig: signal.signal(sig, forward) for sig in SIGNAL_EXIT_CODES}
+    try:
+        yield received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def exit_code(proc: Any) -> Optional[int]:
+    """A finished process's exit code as a shell reports it (128 + the signal number for a killed one)."""
+    code = proc.exitcode
+    return code if code is None or code >= 0 else 128 - code
+
+
 def _train_in_workers(jobs: Sequence[PopulationJob], groups: list[list[int]], workers: int,
                       outcomes: list) -> None:
     """Train ``groups`` in ``workers`` forked processes (the largest first, each to the least loaded worker) and
@@ -344,32 +374,22 @@ def _train_in_workers(jobs: Sequence[PopulationJob], groups: list[list[int]], wo
 
     procs = [ctx.Process(target=work, args=(parts,)) for parts in loads]
     received: set[int] = set()
-    signum: list[int] = []
-
-    def forward(sig, frame) -> None:
-        signum.append(sig)
-        for proc in procs:
-            if proc.pid is not None and proc.exitcode is None:
-                os.kill(proc.pid, sig)
-
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        for proc in procs:
-            proc.start()
-        while any(proc.is_alive() for proc in procs) or not queue.empty():
-            while not queue.empty():
-                index, outcome = queue.get()
-                outcomes[index] = outcome
-                received.add(index)
-            time.sleep(0.05)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        for proc in procs:  # on an error here, no worker goes on training unseen
-            if proc.pid is not None and proc.exitcode is None:
-                proc.terminate()
-            if proc.pid is not None:
-                proc.join()
+    with forwarding_signals(procs) as signum:
+        try:
+            for proc in procs:
+                proc.start()
+            while any(proc.is_alive() for proc in procs) or not queue.empty():
+                while not queue.empty():
+                    index, outcome = queue.get()
+                    outcomes[index] = outcome
+                    received.add(index)
+                time.sleep(0.05)
+        finally:
+            for proc in procs:  # on an error here, no worker goes on training unseen
+                if proc.pid is not None and proc.exitcode is None:
+                    proc.terminate()
+                if proc.pid is not None:
+                    proc.join()
     if signum:
         from experiments.entry import SIGNAL_EXIT_CODES
 
@@ -379,9 +399,8 @@ def _train_in_workers(jobs: Sequence[PopulationJob], groups: list[list[int]], wo
         sys.exit(SIGNAL_EXIT_CODES.get(signum[0], 1))
     for proc in procs:
         if proc.exitcode:  # a worker that died (killed, out of memory): its jobs not yet reported fail
-            code = proc.exitcode if proc.exitcode > 0 else 128 - proc.exitcode
-            lost = ChildProcessError(f"the population worker training this job exited with code {code} (killed, or "
-                                     "out of memory?); its last periodic checkpoint is kept")
+            lost = ChildProcessError(f"the population worker training this job exited with code {exit_code(proc)} "
+                                     "(killed, or out of memory?); its last periodic checkpoint is kept")
             for members in loads[procs.index(proc)]:
                 for index in members:
                     if index not in received:

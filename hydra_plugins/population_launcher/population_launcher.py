@@ -281,34 +281,22 @@ class _TrainingHost:
     def train(self, jobs: Sequence[Any], max_members: int, n_jobs: int) -> Sequence[Any]:
         """``train_population(jobs, max_members, n_jobs)`` in the host; a signal received meanwhile is forwarded
         to it, and its exit code (128 + the signal number) becomes this process's."""
-        import os
-        import signal
         import sys
 
         from experiments.entry import SIGNAL_EXIT_CODES
+        from experiments.population import exit_code, forwarding_signals
 
-        received: list[int] = []
-
-        def forward(sig: int, frame: Any) -> None:
-            received.append(sig)
-            if self._proc.exitcode is None:
-                os.kill(self._proc.pid, sig)
-
-        previous = {sig: signal.signal(sig, forward) for sig in SIGNAL_EXIT_CODES}
-        try:
-            self._conn.send((list(jobs), max_members, n_jobs))
-            kind, value = self._conn.recv()
-        except (EOFError, OSError):  # the host died (killed, out of memory)
-            self._proc.join()
-            if received:
-                sys.exit(SIGNAL_EXIT_CODES.get(received[0], 1))
-            code = self._proc.exitcode
-            raise ChildProcessError(f"the process training the populations exited with code "
-                                    f"{code if code is None or code > 0 else 128 - code} (killed, or out of "
-                                    "memory?); each member's last periodic checkpoint is kept") from None
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+        with forwarding_signals([self._proc]) as received:
+            try:
+                self._conn.send((list(jobs), max_members, n_jobs))
+                kind, value = self._conn.recv()
+            except (EOFError, OSError):  # the host died (killed, out of memory)
+                self._proc.join()
+                if received:
+                    sys.exit(SIGNAL_EXIT_CODES.get(received[0], 1))
+                raise ChildProcessError(f"the process training the populations exited with code "
+                                        f"{exit_code(self._proc)} (killed, or out of memory?); each member's last "
+                                        "periodic checkpoint is kept") from None
         if kind == "exit":
             sys.exit(value)
         if kind == "error":

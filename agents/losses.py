@@ -87,6 +87,15 @@ def compute_value_loss(
     return sample_mean(loss_unclipped, weights)
 
 
+def log_softmax(logits: Tensor) -> Tensor:
+    """``F.log_softmax(logits, dim=-1)``, the same values. PyTorch's CPU kernel vectorises along the softmax axis,
+    slow for a policy's few actions; a population's logits are a transposed view of ``[P, A, B]`` memory
+    (``agents.networks``), and taken along that layout's action axis the kernel vectorises over the samples."""
+    if logits.dim() >= 2 and logits.stride(-1) != 1 and logits.transpose(-1, -2).is_contiguous():
+        return F.log_softmax(logits.transpose(-1, -2), dim=-2).transpose(-1, -2)
+    return F.log_softmax(logits, dim=-1)
+
+
 def _entropy_of(log_probs: Tensor) -> Tensor:
     return -(log_probs.exp() * log_probs).sum(dim=-1)
 
@@ -97,7 +106,7 @@ def _log_prob_of(log_probs: Tensor, actions: Tensor) -> Tensor:
 
 def categorical_entropy(logits: Tensor) -> Tensor:
     """Per-sample entropy −Σ p log p of softmax(logits) over the last axis (log-softmax, so stable)."""
-    return _entropy_of(F.log_softmax(logits, dim=-1))
+    return _entropy_of(log_softmax(logits))
 
 
 def compute_entropy(logits: Tensor, *, weights: Optional[Tensor] = None) -> Tensor:
@@ -174,19 +183,19 @@ def compute_ppo_total_loss(
 
 def categorical_log_prob(logits: Tensor, actions: Tensor) -> Tensor:
     """log π(a) of integer ``actions`` under softmax(``logits``)."""
-    return _log_prob_of(F.log_softmax(logits, dim=-1), actions)
+    return _log_prob_of(log_softmax(logits), actions)
 
 
 def categorical_log_prob_and_entropy(logits: Tensor, actions: Tensor) -> tuple[Tensor, Tensor]:
     """``categorical_log_prob`` and ``categorical_entropy`` from one log-softmax (what a minibatch step needs)."""
-    log_probs = F.log_softmax(logits, dim=-1)
+    log_probs = log_softmax(logits)
     return _log_prob_of(log_probs, actions), _entropy_of(log_probs)
 
 
 def categorical_kl(logits_p: Tensor, logits_q: Tensor) -> Tensor:
     """Per-sample KL(p ‖ q) = Σ p (log p − log q) between two softmax policies."""
-    log_p = F.log_softmax(logits_p, dim=-1)
-    log_q = F.log_softmax(logits_q, dim=-1)
+    log_p = log_softmax(logits_p)
+    log_q = log_softmax(logits_q)
     return (log_p.exp() * (log_p - log_q)).sum(dim=-1)
 
 

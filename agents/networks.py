@@ -184,17 +184,20 @@ def _act_backward_(grad: Tensor, result: Tensor, activation: str) -> Tensor:
 # MKL's batched products of these shapes (B ~ 100s of samples, one side 1-8 wide, the other 64) run several times
 # faster with the narrow side as the rows of the product than as its columns; same products, other float rounding.
 def _product(x: Tensor, weight: Tensor) -> Tensor:
-    """``x @ weightᵀ`` (``[P, B, in] → [P, B, out]``), contiguous."""
+    """``x @ weightᵀ`` (``[P, B, in] → [P, B, out]``). An output layer's (out < in) is a transposed view of
+    ``[P, out, B]`` memory, the layout its product comes in: the policy's few logits per sample are then reduced
+    (log-softmax, entropy) along a strided axis, which PyTorch vectorises over the samples (``losses.log_softmax``)."""
     if weight.shape[1] < weight.shape[2]:  # out < in (an output layer)
-        return torch.bmm(weight, x.transpose(1, 2)).transpose(1, 2).contiguous()
+        return torch.bmm(weight, x.transpose(1, 2)).transpose(1, 2)
     return torch.bmm(x, weight.transpose(1, 2))
 
 
-def _weight_grad(grad: Tensor, x: Tensor) -> Tensor:
-    """``gradᵀ @ x`` (``[P, out, in]``), the weight gradient of ``x @ weightᵀ``."""
+def _weight_grad(grad: Tensor, x: Tensor, out: Tensor) -> None:
+    """``gradᵀ @ x`` (``[P, out, in]``), the weight gradient of ``x @ weightᵀ``, written into ``out``."""
     if x.shape[2] < grad.shape[2]:  # in < out (a first layer on a few observation features)
-        return torch.bmm(x.transpose(1, 2), grad).transpose(1, 2)
-    return torch.bmm(grad.transpose(1, 2), x)
+        out.copy_(torch.bmm(x.transpose(1, 2), grad).transpose(1, 2))
+    else:
+        torch.bmm(grad.transpose(1, 2), x, out=out)
 
 
 def _layers_forward(layers: Sequence[tuple[Tensor, Tensor]], x: Tensor, activation: str,
@@ -252,7 +255,13 @@ class _BatchedMLP(torch.autograd.Function):
             kept += inputs
         ctx.activation, ctx.chunks, ctx.layers = activation, chunks, len(weights)
         ctx.save_for_backward(*kept, *weights)
-        return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+        if len(outputs) == 1:
+            return outputs[0]
+        # [P, out, B] memory, transposed: an output layer's layout (_product)
+        out = outputs[0].new_empty((x.shape[0], outputs[0].shape[2], x.shape[1])).transpose(1, 2)
+        for c, o in zip(chunks, outputs):
+            out[c] = o
+        return out
 
     @staticmethod
     @once_differentiable
@@ -268,7 +277,7 @@ class _BatchedMLP(torch.autograd.Function):
             inputs = saved[j * n:(j + 1) * n]
             g = grad[c]
             for i in range(n - 1, -1, -1):
-                grads[2 * i][c] = _weight_grad(g, inputs[i])
+                _weight_grad(g, inputs[i], out=grads[2 * i][c])
                 torch.sum(g, 1, out=grads[2 * i + 1][c])
                 if i > 0:
                     g = _act_backward_(torch.bmm(g, weights[i][c]), inputs[i], ctx.activation)

@@ -36,8 +36,11 @@ class FlatAdam:
     - ``torch.optim`` is not touched: its first use imports ``torch._dynamo``, a noticeable share of a short run's
       start-up.
 
-    ``zero_grad`` zeroes the flat gradient in place (the views must stay the parameters' ``.grad``); a ``.grad``
-    that someone else replaced is copied back in before the step. ``member_state_dict(k)`` has
+    ``zero_grad`` of a population sets each ``.grad`` to None (``torch.optim``'s default), so that the next backward
+    hands its fresh gradients over instead of adding them into zeroed views; ``clip_grad_norm_`` and ``step`` copy
+    them into the flat gradient (one pass over it instead of a fill and an add), as they do a ``.grad`` someone else
+    replaced. A solo run's gradients are small enough that the fill and the adds cost less than that loop: it zeroes
+    the flat gradient in place. ``member_state_dict(k)`` has
     ``torch.optim.Adam``'s layout for member k's parameters, so a member's checkpoint loads into either.
     """
 
@@ -84,13 +87,21 @@ class FlatAdam:
         self.lr[:] = np.broadcast_to(np.asarray(lr, dtype=np.float64), (self.members,))
 
     def zero_grad(self) -> None:
-        self.flat_grad.zero_()
+        if self.members == 1:
+            self.flat_grad.zero_()
+            return
+        for p in self.params:
+            p.grad = None
 
     def _sync_grads(self) -> None:
-        """Put back the flat gradient's views if ``.grad`` was replaced (e.g. ``module.zero_grad()`` set None)."""
+        """Copy each parameter's gradient into the flat one and make its view the ``.grad`` again (after
+        ``zero_grad``, or ``module.zero_grad()``, set it to None; a parameter with none gets zeros)."""
         for p, view in zip(self.params, self._grads):
             if p.grad is not view:
-                view.copy_(p.grad if p.grad is not None else torch.zeros_like(view))
+                if p.grad is None:
+                    view.zero_()
+                else:
+                    view.copy_(p.grad)
                 p.grad = view
 
     @torch.no_grad()

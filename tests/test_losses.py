@@ -205,6 +205,32 @@ def test_log_prob_and_entropy_from_one_log_softmax_match_torch_categorical():
     torch.testing.assert_close(entropy, dist.entropy(), rtol=0, atol=1e-12)
 
 
+def test_log_softmax_of_a_transposed_view_is_torchs_with_torchs_gradient():
+    """A population's logits come as a transposed view of [P, A, B] memory; other strided views and contiguous
+    logits take torch's own path. Values and gradients are those of F.log_softmax on a contiguous copy."""
+    from agents.losses import categorical_log_prob_and_entropy, log_softmax
+
+    g = torch.Generator().manual_seed(0)
+    memory = torch.randn(3, 2, 5, generator=g) * 4  # [P, A, B]
+    wide = torch.randn(3, 5, 6, generator=g)
+    for logits in (memory.transpose(1, 2), memory.transpose(1, 2).contiguous(), wide[..., ::3], memory[0].t()):
+        out = log_softmax(logits)
+        assert out.shape == logits.shape
+        torch.testing.assert_close(out, torch.nn.functional.log_softmax(logits.contiguous(), dim=-1), rtol=0,
+                                   atol=1e-6)
+    leaf = memory.clone().requires_grad_(True)
+    dense = memory.transpose(1, 2).contiguous().requires_grad_(True)
+    weights = torch.randn(3, 5, 2, generator=g)
+    (grad,) = torch.autograd.grad((log_softmax(leaf.transpose(1, 2)) * weights).sum(), leaf)
+    (expected,) = torch.autograd.grad((torch.nn.functional.log_softmax(dense, dim=-1) * weights).sum(), dense)
+    torch.testing.assert_close(grad.transpose(1, 2), expected, rtol=0, atol=1e-6)
+    actions = torch.tensor([[0, 1, 1, 0, 1], [1, 1, 0, 0, 0], [0, 0, 0, 1, 1]])
+    logprobs, entropy = categorical_log_prob_and_entropy(memory.transpose(1, 2), actions)
+    dist = Categorical(logits=memory.transpose(1, 2).contiguous())
+    torch.testing.assert_close(logprobs, dist.log_prob(actions), rtol=0, atol=1e-6)
+    torch.testing.assert_close(entropy, dist.entropy(), rtol=0, atol=1e-6)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_entropy_is_stable_for_huge_logits(dtype):
     logits = torch.tensor([[1e4, 0.0, -1e4], [1e4, 1e4, 0.0], [-1e4, -1e4, -1e4]], dtype=dtype, requires_grad=True)

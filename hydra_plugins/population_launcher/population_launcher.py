@@ -24,7 +24,7 @@ import copy
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, List, Optional, Sequence
+from typing import Any, Callable, List, Optional, Sequence
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
@@ -249,6 +249,7 @@ class _TrainingHost:
 
     def _serve(self, launcher: "PopulationLauncher", conn: Any) -> None:
         import os
+        import pickle
         import signal
 
         os.setpgid(0, 0)
@@ -260,12 +261,13 @@ class _TrainingHost:
         freeze_long_lived()
         while True:
             try:
-                jobs, max_members, n_jobs = conn.recv()
+                runs, max_members, n_jobs = conn.recv()
             except (EOFError, OSError):
                 return
             try:
                 setup_globals()
                 launcher._restore_logging()
+                jobs = [ret._return_value for ret in map(pickle.loads, runs) if _registered(ret)]
                 outcomes = population.train_population(jobs, max_members=max_members, n_jobs=n_jobs)
                 reply: tuple = ("done", [population.sendable(outcome) for outcome in outcomes])
             except SystemExit as exc:  # interrupted: every member checkpointed
@@ -278,9 +280,12 @@ class _TrainingHost:
             if reply[0] == "exit":
                 return
 
-    def train(self, jobs: Sequence[Any], max_members: int, n_jobs: int) -> Sequence[Any]:
-        """``train_population(jobs, max_members, n_jobs)`` in the host; a signal received meanwhile is forwarded
-        to it, and its exit code (128 + the signal number) becomes this process's."""
+    def train(self, runs: Sequence[bytes], max_members: int, n_jobs: int,
+              meanwhile: Callable[[], None] = lambda: None) -> Sequence[Any]:
+        """``train_population(jobs, max_members, n_jobs)`` in the host, of the jobs registered in ``runs`` (pickled
+        ``JobReturn``s: those the collecting processes sent are passed on as they came, unread); one outcome per
+        registered job, in order. ``meanwhile`` runs here while the host trains. A signal received meanwhile is
+        forwarded to the host, and its exit code (128 + the signal number) becomes this process's."""
         import sys
 
         from experiments.entry import SIGNAL_EXIT_CODES
@@ -288,8 +293,11 @@ class _TrainingHost:
 
         with forwarding_signals([self._proc]) as received:
             try:
-                self._conn.send((list(jobs), max_members, n_jobs))
-                kind, value = self._conn.recv()
+                self._conn.send((list(runs), max_members, n_jobs))
+                try:
+                    meanwhile()
+                finally:  # the host's answer is read whatever happened here: the next batch must not get it
+                    kind, value = self._conn.recv()
             except (EOFError, OSError):  # the host died (killed, out of memory)
                 self._proc.join()
                 if received:
@@ -307,6 +315,13 @@ class _TrainingHost:
 def _announce(idx: int, overrides: Sequence[str]) -> None:
     """The basic launcher's line for a job it launches."""
     log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
+
+
+def _registered(ret: JobReturn) -> bool:
+    """Whether the job was collected for training: its entry point registered it instead of running it."""
+    from experiments.population import PopulationJob
+
+    return ret.status == JobStatus.COMPLETED and isinstance(ret._return_value, PopulationJob)
 
 
 def _settle(ret: JobReturn, outcome: Any) -> None:
@@ -356,14 +371,15 @@ class PopulationLauncher(Launcher):
         callbacks = _HeldJobEnd(self.hydra_context.callbacks)
         context = HydraContext(config_loader=self.hydra_context.config_loader, callbacks=callbacks)
         numbered = list(enumerate(job_overrides, start=initial_job_idx))
+        pickled: List[bytes] = []  # the jobs collected in other processes, as they sent them
         with population.collecting():  # phase 1
             runs = [self._collect(context, *numbered[0])] if numbered else []
             workers = self._collecting_processes(runs, numbered, callbacks)
             if workers < 2:
                 runs += [self._collect(context, idx, overrides) for idx, overrides in numbered[1:]]
             else:
-                runs += self._collect_in_workers(context, numbered[1:], workers)
-        self._train(runs)  # phase 2
+                pickled = self._collect_in_workers(context, numbered[1:], workers)
+        self._train(runs, pickled)  # phase 2
         callbacks.release()  # phase 3
         return runs
 
@@ -401,11 +417,12 @@ class PopulationLauncher(Launcher):
         return min(self.n_jobs, (len(numbered) - 1) // COLLECT_SHARE)
 
     def _collect_in_workers(self, context: HydraContext, numbered: Sequence[tuple[int, Sequence[str]]],
-                            workers: int) -> List[JobReturn]:
+                            workers: int) -> List[bytes]:
         """Collect ``numbered`` jobs in forked processes, each a contiguous share of at least ``COLLECT_SHARE``
         jobs: writing a job's folder and ``.hydra/`` records (Hydra's ``run_job``) and validating its config take a
-        large population's start-up one job after another otherwise. Each ``JobReturn`` comes back pickled, in job
-        order; one that cannot cross processes comes back as that job's failure (its one line)."""
+        large population's start-up one job after another otherwise. Returns each ``JobReturn`` pickled, in job
+        order (``_train`` unpickles them); one that cannot cross processes comes back as that job's failure (its
+        one line)."""
         import multiprocessing
         import pickle
         import sys
@@ -478,36 +495,53 @@ class PopulationLauncher(Launcher):
                 proc.join()
             for idx, overrides in numbered:  # compositions the sweeper's check made for the workers' jobs
                 self._composed.pop(tuple(overrides), None)
-        runs: List[JobReturn] = []
+        pickled: List[bytes] = []
         for w in range(len(shares)):
             if isinstance(received[w], BaseException):
                 raise received[w]
-            runs += [pickle.loads(b) for b in received[w]]
-        return runs
+            pickled += received[w]
+        return pickled
 
-    def _train(self, runs: List[JobReturn]) -> None:
-        """Train the collected jobs together and record each one's outcome in its ``JobReturn``."""
+    def _train(self, runs: List[JobReturn], pickled: Sequence[bytes] = ()) -> None:
+        """Train the collected jobs together and record each one's outcome in its ``JobReturn``. ``pickled``: the
+        ``JobReturn``s the collecting processes sent, added to ``runs``; with a training host they are passed on to it
+        as they came and read here while it trains, instead of read, pickled again and sent before it can start."""
+        import pickle
+
         from experiments import population
 
-        collected = [ret for ret in runs
-                     if ret.status == JobStatus.COMPLETED and isinstance(ret._return_value, population.PopulationJob)]
-        if not collected:
+        pending = list(pickled)
+
+        def read() -> None:
+            while pending:
+                runs.append(pickle.loads(pending[0]))
+                del pending[0]
+
+        if self._host is None:
+            read()
+        here = [ret for ret in runs if _registered(ret)]
+        if not here and not pending:
             return
-        jobs = [ret._return_value for ret in collected]
+        outcomes: Any
         try:
             if self._host is not None:
-                outcomes: Sequence[Any] = self._host.train(jobs, self.max_members, self.n_jobs)
+                outcomes = self._host.train([pickle.dumps(ret) for ret in here] + pending, self.max_members,
+                                            self.n_jobs, meanwhile=read)
             else:
-                outcomes = population.train_population(jobs, max_members=self.max_members, n_jobs=self.n_jobs)
-            if len(outcomes) != len(jobs):
-                raise RuntimeError(f"train_population returned {len(outcomes)} outcomes for {len(jobs)} jobs")
+                outcomes = population.train_population([ret._return_value for ret in here],
+                                                       max_members=self.max_members, n_jobs=self.n_jobs)
         except Exception as exc:  # noqa: BLE001 - a failure of the whole batch is every collected job's failure
             log.error(f"population training failed: {exc}")
-            outcomes = [exc] * len(jobs)
+            outcomes = exc
         finally:
             self._restore_logging()
-        for ret, outcome in zip(collected, outcomes):
-            _settle(ret, outcome)
+        read()  # read already, unless the host failed first
+        collected = [ret for ret in runs if _registered(ret)]
+        if not isinstance(outcomes, BaseException) and len(outcomes) != len(collected):
+            outcomes = RuntimeError(f"train_population returned {len(outcomes)} outcomes for {len(collected)} jobs")
+            log.error(f"population training failed: {outcomes}")
+        for k, ret in enumerate(collected):
+            _settle(ret, outcomes if isinstance(outcomes, BaseException) else outcomes[k])
 
     def _restore_logging(self) -> None:
         assert self.config is not None

@@ -245,6 +245,24 @@ def test_nan_observation_stops_with_the_iteration_and_keeps_the_last_good_checkp
     assert all(torch.isfinite(p).all() for p in state["agent"]["policy"].values())
 
 
+def test_nonfinite_members_names_each_members_first_nonfinite_value():
+    """Per member (row k of each value reshaped to [P, …]): NaN, +inf and -inf are found in tensors and arrays, the
+    first named value wins, and finite values however large are not."""
+    from agents.train import nonfinite_members
+
+    params = torch.zeros(5, 3, 4)
+    params[1, 2, 3] = float("nan")
+    params[2, 0, 0] = float("inf")
+    params[3, 1, 1] = -float("inf")
+    params[4] = torch.finfo(torch.float32).max
+    loss = torch.tensor([0.0, 1.0, float("nan"), 0.0, 0.0])
+    rewards = np.zeros((7, 5))  # [steps, P], transposed as the trainer passes it
+    rewards[6, 4] = np.inf
+    bad = nonfinite_members({"loss": loss, "parameter": params, "rewards": rewards.T}, 5)
+    assert bad == {1: "parameter", 2: "loss", 3: "parameter", 4: "rewards"}
+    assert nonfinite_members({"parameter": params[[0, 4]]}, 2) == {}
+
+
 def test_nan_from_the_command_line_is_one_line_exit_3(monkeypatch, capsys, tmp_path):
     code, err = run_main(monkeypatch, capsys, "env=gym", "env.id=tests/NanAfter-v0", "+env.kwargs.nan_at=300",
                          "env.max_episode_steps=1000", "env.num_envs=2", "agent.num_steps=32",

@@ -74,3 +74,19 @@ def test_loggers_start_no_thread(tmp_path, loggers):
     assert threading.active_count() == before
     for log in opened:
         log.close()
+
+
+def test_record_checksums_are_tensorboards():
+    """The records' CRC-32C (computed from tables) equals TensorBoard's own loop, for lengths the tables cover and
+    beyond, and on the standard check input. (A wrong one fails the tests above too: TensorBoard's reader checks.)"""
+    import numpy as np
+    from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import crc32c, masked_crc32c
+
+    rng = np.random.default_rng(0)
+    for n in [*range(0, 40), 255, 256, 300, 1000, logger_module._CRC_BYTES - 1, logger_module._CRC_BYTES,
+              logger_module._CRC_BYTES + 1, 3000]:
+        data = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
+        assert logger_module.masked_crc32c(data) == masked_crc32c(data), n
+    assert crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value: TensorBoard's is the reference here
+    assert logger_module.masked_crc32c(b"123456789") == (((0xE3069283 >> 15) | (0xE3069283 << 17))
+                                                         + 0xA282EAD8) & 0xFFFFFFFF

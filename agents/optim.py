@@ -81,6 +81,7 @@ class FlatAdam:
             self._step_counts = torch.zeros(P)
             self._fused_rows = [(self.flat[k], self.flat_grad[k], self.exp_avg[k], self.exp_avg_sq[k],
                                  self._step_counts[k]) for k in range(P)]
+            self._fused_all = [list(rows) for rows in zip(*self._fused_rows)]  # the kernel's lists, every member
 
     def set_lr(self, lr: Union[float, Sequence[float]]) -> None:
         """One learning rate for every member, or one per member."""
@@ -168,8 +169,9 @@ class FlatAdam:
         self._step_counts.copy_(torch.from_numpy(self.steps.astype(np.float32)))
         lrs = self.lr[rows]
         for lr in np.unique(lrs):
-            params, grads, exp_avgs, exp_avg_sqs, steps = map(list, zip(*(self._fused_rows[k]
-                                                                          for k in rows[lrs == lr])))
+            together = rows[lrs == lr]
+            params, grads, exp_avgs, exp_avg_sqs, steps = self._fused_all if len(together) == self.members else \
+                map(list, zip(*(self._fused_rows[k] for k in together)))
             torch._fused_adam_(params, grads, exp_avgs, exp_avg_sqs, [], steps, lr=float(lr), beta1=self.betas[0],
                                beta2=self.betas[1], weight_decay=0.0, eps=self.eps, amsgrad=False, maximize=False)
 

@@ -49,11 +49,9 @@ def explained_variance(values: torch.Tensor, returns: torch.Tensor,
 def normalize(x: torch.Tensor, eps: float = 1e-8, weights: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Zero mean, unit (population) std over the last axis (per member; ``weights`` as in ``sample_mean``); a
     single sample becomes 0 instead of NaN."""
-    if weights is None:
-        return (x - x.mean(-1, keepdim=True)) / (x.std(-1, unbiased=False, keepdim=True) + eps)
-    mean = sample_mean(x, weights).unsqueeze(-1)
-    std = sample_mean((x - mean) ** 2, weights).sqrt().unsqueeze(-1)
-    return (x - mean) / (std + eps)
+    centered = x - sample_mean(x, weights).unsqueeze(-1)
+    std = sample_mean(centered * centered, weights).sqrt().unsqueeze(-1)  # (Tensor.std: several times slower)
+    return centered / (std + eps)
 
 
 def adapt_kl_coef(kl_coef: float, kl: float, kl_target: float) -> float:

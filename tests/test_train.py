@@ -357,3 +357,20 @@ def test_a_refused_value_stops_before_any_output(tmp_path):
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
     assert proc.stderr.startswith("error: agent.num_minibatches=3") and "Traceback" not in proc.stderr
     assert not (tmp_path / "run" / "checkpoint.pt").exists() and not (tmp_path / "run" / "tb").exists()
+
+
+def test_normalize_hand_table_per_member_weighted_and_single_sample():
+    """x = [1, 2, 3, 6]: mean 3, population std √3.5; a member's weight-0 padding is left out; one sample gives 0."""
+    from agents.ppo import normalize
+
+    x = torch.tensor([[1.0, 2.0, 3.0, 6.0], [2.0, 4.0, 9.0, 100.0]], dtype=torch.float64)
+    expected = (torch.tensor([1.0, 2.0, 3.0, 6.0], dtype=torch.float64) - 3.0) / 3.5 ** 0.5
+    out = normalize(x)
+    torch.testing.assert_close(out[0], expected, rtol=0, atol=1e-7)
+    weights = torch.tensor([[0.25] * 4, [1 / 3, 1 / 3, 1 / 3, 0.0]], dtype=torch.float64)  # member 1: 3 samples
+    out = normalize(x, weights=weights)
+    torch.testing.assert_close(out[0], expected, rtol=0, atol=1e-7)
+    std = (((torch.tensor([2.0, 4.0, 9.0]) - 5.0) ** 2).mean() ** 0.5).item()  # mean 5
+    torch.testing.assert_close(out[1, :3], (torch.tensor([2.0, 4.0, 9.0], dtype=torch.float64) - 5.0) / std,
+                               rtol=0, atol=1e-7)
+    assert normalize(torch.tensor([[7.0]])).item() == 0.0

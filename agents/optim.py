@@ -73,15 +73,15 @@ class FlatAdam:
                 offset = sl.stop
         self._grads = [p.grad for p in self.params]
         self._data_ptrs = [p.data_ptr() for p in self.params]
-        self._fused_rows: Optional[list] = None
+        self._fused_lists: Optional[list] = None
         """A population on the CPU steps with PyTorch's fused Adam kernel (what ``torch.optim.Adam(fused=True)``
         runs), member k's rows of the four buffers as one tensor each, with its own step count: one pass over
-        memory instead of ~8 element-wise passes. A solo run (and a GPU) keeps the ``foreach`` arithmetic."""
+        memory instead of ~8 element-wise passes. A solo run (and a GPU) keeps the ``foreach`` arithmetic. The
+        kernel's five lists (parameters, gradients, moments, step counts), entry k member k's."""
         if P > 1 and device.type == "cpu" and hasattr(torch, "_fused_adam_"):
             self._step_counts = torch.zeros(P)
-            self._fused_rows = [(self.flat[k], self.flat_grad[k], self.exp_avg[k], self.exp_avg_sq[k],
-                                 self._step_counts[k]) for k in range(P)]
-            self._fused_all = [list(rows) for rows in zip(*self._fused_rows)]  # the kernel's lists, every member
+            self._fused_lists = [list(buffer.unbind(0)) for buffer in (self.flat, self.flat_grad, self.exp_avg,
+                                                                         self.exp_avg_sq, self._step_counts)]
 
     def set_lr(self, lr: Union[float, Sequence[float]]) -> None:
         """One learning rate for every member, or one per member."""
@@ -132,7 +132,7 @@ class FlatAdam:
                                "module.to(...)): build the optimizer again after such a change")
         self._sync_grads()
         beta1, beta2 = self.betas
-        if self._fused_rows is not None:
+        if self._fused_lists is not None:
             self._fused_step(active)
             return
         if active is None:
@@ -163,15 +163,16 @@ class FlatAdam:
 
     def _fused_step(self, active: Optional[Tensor]) -> None:
         """``step`` with the fused kernel, one call per distinct learning rate among the members that step."""
-        assert self._fused_rows is not None
+        assert self._fused_lists is not None
         rows = np.arange(self.members) if active is None else np.flatnonzero(active.cpu().numpy())
         self.steps[rows] += 1
         self._step_counts.copy_(torch.from_numpy(self.steps.astype(np.float32)))
         lrs = self.lr[rows]
         for lr in np.unique(lrs):
             together = rows[lrs == lr]
-            params, grads, exp_avgs, exp_avg_sqs, steps = self._fused_all if len(together) == self.members else \
-                map(list, zip(*(self._fused_rows[k] for k in together)))
+            lists = self._fused_lists if len(together) == self.members else \
+                [[entries[k] for k in together] for entries in self._fused_lists]
+            params, grads, exp_avgs, exp_avg_sqs, steps = lists
             torch._fused_adam_(params, grads, exp_avgs, exp_avg_sqs, [], steps, lr=float(lr), beta1=self.betas[0],
                                beta2=self.betas[1], weight_decay=0.0, eps=self.eps, amsgrad=False, maximize=False)
 

@@ -409,10 +409,7 @@ class PopulationLauncher(Launcher):
         job registered (an entry point that trains where it is called stays here) and no Hydra callback is
         configured (a callback's ``on_job_start`` runs where its job is collected, and must stay in this
         process)."""
-        from experiments import population
-
-        registered = bool(runs) and isinstance(getattr(runs[0], "_return_value", None), population.PopulationJob)
-        if not registered or getattr(callbacks, "callbacks", True):
+        if not (runs and _registered(runs[0])) or getattr(callbacks, "callbacks", True):
             return 1
         return min(self.n_jobs, (len(numbered) - 1) // COLLECT_SHARE)
 
